@@ -1,0 +1,147 @@
+"""The multi-level cache: L1 first, then the remote exact tiers, then (for routes that opt
+in) the semantic index. It composes tiers and knows nothing of Redis or pgvector."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.entry import CachedResponse
+from core.metrics import Metrics
+from core.tiers import Tier
+from core.tiers.memory import MemoryTier
+
+log = logging.getLogger(__name__)
+
+#: Background writes beyond this many in flight are dropped (a slow tier must not pile up work).
+MAX_PENDING_WRITES = 1000
+
+
+class SemanticIndex(Protocol):
+    """What the cache needs of the semantic tier."""
+
+    available: bool
+
+    async def lookup(
+        self, scope: str, text: str, threshold: float, guard: bool
+    ) -> SemanticMatch | None: ...
+
+    async def store(self, scope: str, route: str, text: str, entry: CachedResponse) -> None: ...
+
+
+class SemanticMatch(Protocol):
+    entry: CachedResponse
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cache hit and where it came from (``l1``, ``l2``, ``semantic``)."""
+
+    entry: CachedResponse
+    tier: str
+    similarity: float | None = None
+
+
+class TieredCache:
+    """Looks up L1 → remote tiers (promoting hits into L1) and writes behind the response."""
+
+    def __init__(
+        self,
+        l1: MemoryTier | None,
+        remotes: list[Tier],
+        metrics: Metrics,
+        semantic: SemanticIndex | None = None,
+    ) -> None:
+        self.l1 = l1
+        self.remotes = remotes
+        self.semantic = semantic
+        self._metrics = metrics
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._l1_ops = {
+            result: metrics.cache_operations.labels("l1", "get", result)
+            for result in ("hit", "miss")
+        }
+
+    def get_local(self, key: str) -> CachedResponse | None:
+        """L1 only, synchronous: the hot path."""
+        if self.l1 is None:
+            return None
+        entry = self.l1.get_nowait(key)
+        self._l1_ops["miss" if entry is None else "hit"].inc()
+        return entry
+
+    async def get_remote(self, key: str) -> Hit | None:
+        """The remote exact tiers in order; a hit is promoted into L1."""
+        for tier in self.remotes:
+            entry = await tier.get(key)
+            if entry is not None:
+                if self.l1 is not None:
+                    self.l1.set_nowait(key, entry)
+                return Hit(entry, tier.name)
+        return None
+
+    async def get_semantic(
+        self, scope: str, text: str, threshold: float, guard: bool
+    ) -> Hit | None:
+        if self.semantic is None:
+            return None
+        match = await self.semantic.lookup(scope, text, threshold, guard)
+        if match is None:
+            return None
+        return Hit(match.entry, "semantic", match.similarity)
+
+    def store(
+        self,
+        key: str,
+        entry: CachedResponse,
+        semantic: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Write L1 now; remote tiers (and the semantic index, given ``(scope, route, text)``)
+        in the background so the response is not delayed."""
+        if self.l1 is not None:
+            self.l1.set_nowait(key, entry)
+        for tier in self.remotes:
+            self._background(tier.name, tier.set(key, entry))
+        if semantic is not None and self.semantic is not None:
+            scope, route, text = semantic
+            self._background("semantic", self.semantic.store(scope, route, text, entry))
+
+    async def delete(self, key: str) -> dict[str, int]:
+        """Drop one key from every exact tier; counts per tier."""
+        dropped = {}
+        if self.l1 is not None:
+            dropped["l1"] = int(self.l1.delete_nowait(key))
+        for tier in self.remotes:
+            dropped[tier.name] = int(await tier.delete(key))
+        return dropped
+
+    async def clear(self) -> dict[str, int]:
+        dropped = {}
+        if self.l1 is not None:
+            dropped["l1"] = self.l1.clear_nowait()
+        for tier in self.remotes:
+            dropped[tier.name] = await tier.clear()
+        return dropped
+
+    async def flush(self) -> None:
+        """Wait for the background writes in flight (used on shutdown and in tests)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def _background(self, tier: str, write: Coroutine[Any, Any, None]) -> None:
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            write.close()
+            self._metrics.cache_operations.labels(tier, "set", "dropped").inc()
+            return
+        task = asyncio.ensure_future(write)
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background cache write failed: %r", task.exception())

@@ -1,0 +1,401 @@
+"""Configuration: one YAML file, loaded into frozen dataclasses and validated at load.
+
+Every error names the field it is about, e.g.
+``routes[1].ttl: expected a duration like "5m", got "abc"``.
+Strings may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a default is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(value: Any) -> int:
+    """``"64MiB"``, ``"512KB"`` or a number of bytes → bytes."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _duration(default: float) -> Any:
+    return field(
+        default=default, metadata={"parse": parse_duration, "expect": 'a duration like "5m"'}
+    )
+
+
+def _size(default: int) -> Any:
+    return field(default=default, metadata={"parse": parse_size, "expect": 'a size like "64MiB"'})
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the proxy and admin ports listen."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 9090
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """The agent service behind the proxy and the pooled connection to it."""
+
+    url: str = "http://127.0.0.1:8000"
+    connect_timeout: float = _duration(2.0)
+    timeout: float = _duration(30.0)
+    pool_size: int = 100
+    keepalive_timeout: float = _duration(30.0)
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Circuit breaker of a remote tier: opens after ``failures`` in a row, probes after
+    ``open_for``."""
+
+    failures: int = 3
+    open_for: float = _duration(5.0)
+
+
+@dataclass(frozen=True)
+class L1Config:
+    """In-process LRU + TTL cache, bounded by entries and bytes."""
+
+    enabled: bool = True
+    max_entries: int = 10_000
+    max_bytes: int = _size(64 * 1024**2)
+
+
+@dataclass(frozen=True)
+class L2Config:
+    """Redis tier shared by every replica; empty ``url`` disables it."""
+
+    url: str = ""
+    key_prefix: str = "sidecache:"
+    timeout: float = _duration(0.25)
+    compress_above: int = _size(1024)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Which model turns query text into vectors: ``wordllama`` (offline) or ``openai``
+    (any OpenAI-compatible ``/v1/embeddings`` endpoint)."""
+
+    kind: str = "wordllama"
+    url: str = ""
+    model: str = ""
+    api_key_env: str = "SIDECACHE_EMBEDDER_API_KEY"
+    timeout: float = _duration(0.5)
+    memo_size: int = 10_000
+
+
+@dataclass(frozen=True)
+class SemanticStoreConfig:
+    """PostgreSQL + pgvector store of the semantic tier; empty ``dsn`` disables it."""
+
+    dsn: str = ""
+    table: str = "sidecache_semantic"
+    pool_min: int = 1
+    pool_max: int = 10
+    command_timeout: float = _duration(0.5)
+    statement_cache_size: int = 100
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 40
+    cleanup_interval: float = _duration(60.0)
+    cleanup_batch: int = 1000
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The cache tiers."""
+
+    l1: L1Config = field(default_factory=L1Config)
+    l2: L2Config = field(default_factory=L2Config)
+    semantic: SemanticStoreConfig = field(default_factory=SemanticStoreConfig)
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """Which request headers partition the cache between tenants (hashed into every key)."""
+
+    headers: tuple[str, ...] = ("Authorization",)
+
+
+@dataclass(frozen=True)
+class SemanticRouteConfig:
+    """Opt-in semantic matching for a route: ``field`` is the JSON path of the query text."""
+
+    field: str
+    threshold: float = 0.9
+    guard: bool = True
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One cacheable route: which requests it matches and how their answers are cached."""
+
+    name: str
+    path: str
+    method: str = "POST"
+    ttl: float = _duration(300.0)
+    statuses: tuple[int, ...] = (200,)
+    max_entry_size: int = _size(1024**2)
+    max_body_size: int = _size(64 * 1024)
+    ignore_fields: tuple[str, ...] = ()
+    vary: tuple[str, ...] = ()
+    tenant: TenantConfig = field(default_factory=TenantConfig)
+    semantic: SemanticRouteConfig | None = None
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin port's own settings."""
+
+    token_env: str = "SIDECACHE_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log level and the optional access log."""
+
+    level: str = "INFO"
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """psutil system monitor."""
+
+    enabled: bool = True
+    interval: float = _duration(5.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole sidecache configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, substitute and validate a YAML config file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return config_from_dict(data or {})
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate an already parsed mapping (after ``${ENV}`` substitution)."""
+    config = _build(Config, _substitute(data, ""), "")
+    _check(config)
+    return config
+
+
+def override(config: Config, **changes: Any) -> Config:
+    """Apply command-line overrides given as dotted paths, e.g. ``{"upstream.url": ...}``."""
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        config = _replace_path(config, dotted.split("."), value)
+    return config
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
+    head, rest = parts[0], parts[1:]
+    new = _replace_path(getattr(obj, head), rest, value) if rest else value
+    return dataclasses.replace(obj, **{head: new})
+
+
+def _substitute(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return default
+
+    return _ENV.sub(replace, value)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_join(where, str(unknown[0]))}: unknown option")
+    values = {}
+    for name, spec in fields.items():
+        path = _join(where, name)
+        if name in data:
+            values[name] = _convert(hints[name], spec, data[name], path)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}: required")
+    return cls(**values)
+
+
+def _convert(hint: Any, spec: dataclasses.Field, value: Any, where: str) -> Any:
+    parse = spec.metadata.get("parse")
+    if parse is not None:
+        try:
+            return parse(value)
+        except (ValueError, TypeError):
+            expect = spec.metadata["expect"]
+            raise ConfigError(f"{where}: expected {expect}, got {_show(value)}") from None
+    return _convert_type(hint, value, where)
+
+
+def _convert_type(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
+        return tuple(_convert_type(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        return _convert_type(inner, value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
+    if hint in (int, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return hint(value)
+        except (ValueError, TypeError):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{where}: expected {kind}, got {_show(value)}") from None
+    if hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {_show(value)}")
+    raise TypeError(f"unsupported config type {hint!r} at {where}")
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _check(config: Config) -> None:
+    """Cross-field rules that a field's type cannot express."""
+    if not config.upstream.url.startswith(("http://", "https://")):
+        raise ConfigError(f'upstream.url: expected an http(s) URL, got "{config.upstream.url}"')
+    names = set()
+    for i, route in enumerate(config.routes):
+        where = f"routes[{i}]"
+        if route.name in names:
+            raise ConfigError(f'{where}.name: duplicate route name "{route.name}"')
+        names.add(route.name)
+        if not route.path.startswith("/"):
+            raise ConfigError(
+                f'{where}.path: expected a path starting with "/", got "{route.path}"'
+            )
+        if not route.method.isalpha() and route.method != "*":
+            raise ConfigError(f'{where}.method: expected an HTTP method, got "{route.method}"')
+        for j, status in enumerate(route.statuses):
+            if not 200 <= status <= 599:
+                raise ConfigError(f"{where}.statuses[{j}]: expected a status 200-599, got {status}")
+    for name in ("port", "admin_port"):
+        port = getattr(config.server, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"server.{name}: expected a port 0-65535, got {port}")
+    if config.server.workers < 1:
+        raise ConfigError(f"server.workers: expected at least 1, got {config.server.workers}")
+    if config.cache.l1.max_entries < 1:
+        raise ConfigError("cache.l1.max_entries: expected at least 1")

@@ -1,0 +1,154 @@
+"""The stored form of a cached response, and its explicit binary encoding.
+
+Layout (all integers big-endian), version 1::
+
+    magic "SCE" | version u8 | flags u8 | payload (zlib-compressed when flags & 1)
+
+    payload = status u16 | stored_at f64 | ttl f64 | stale_while_revalidate f64
+              | stale_if_error f64 | header count u16 | (name u16+bytes, value u32+bytes)*
+              | tag count u16 | (tag u16+bytes)* | body u32+bytes
+
+Nothing is ever unpickled: a blob that does not parse raises ``EntryFormatError``.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field, replace
+
+from core.errors import EntryFormatError
+
+MAGIC = b"SCE"
+VERSION = 1
+FLAG_COMPRESSED = 1
+
+_PREFIX = struct.Struct("!3sBB")
+_FIXED = struct.Struct("!Hdddd")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """A response as sidecache stores it: what to replay and how long it stays fresh."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float = field(default_factory=time.time)
+    ttl: float = 0.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    tags: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Approximate memory cost in bytes (body plus headers), used for byte bounds."""
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 64
+
+    @property
+    def expires_at(self) -> float:
+        return self.stored_at + self.ttl
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.stored_at)
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.expires_at
+
+    def usable_until(self) -> float:
+        """The last moment any window (fresh, stale-while-revalidate, stale-if-error) allows."""
+        return self.expires_at + max(self.stale_while_revalidate, self.stale_if_error)
+
+    def with_times(self, stored_at: float, ttl: float) -> CachedResponse:
+        return replace(self, stored_at=stored_at, ttl=ttl)
+
+    def to_bytes(self, compress_above: int = 1024) -> bytes:
+        parts = [
+            _FIXED.pack(
+                self.status,
+                self.stored_at,
+                self.ttl,
+                self.stale_while_revalidate,
+                self.stale_if_error,
+            ),
+            _U16.pack(len(self.headers)),
+        ]
+        for name, value in self.headers:
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+            parts += [_U16.pack(len(raw_name)), raw_name, _U32.pack(len(raw_value)), raw_value]
+        parts.append(_U16.pack(len(self.tags)))
+        for tag in self.tags:
+            raw_tag = tag.encode()
+            parts += [_U16.pack(len(raw_tag)), raw_tag]
+        parts += [_U32.pack(len(self.body)), self.body]
+        payload = b"".join(parts)
+        flags = 0
+        if len(payload) > compress_above:
+            payload = zlib.compress(payload, 1)
+            flags |= FLAG_COMPRESSED
+        return _PREFIX.pack(MAGIC, VERSION, flags) + payload
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> CachedResponse:
+        try:
+            magic, version, flags = _PREFIX.unpack_from(blob)
+        except struct.error as exc:
+            raise EntryFormatError("entry too short") from exc
+        if magic != MAGIC:
+            raise EntryFormatError("bad magic")
+        if version != VERSION:
+            raise EntryFormatError(f"unsupported entry version {version}")
+        payload = memoryview(blob)[_PREFIX.size :]
+        if flags & FLAG_COMPRESSED:
+            try:
+                payload = memoryview(zlib.decompress(payload))
+            except zlib.error as exc:
+                raise EntryFormatError("corrupt compressed entry") from exc
+        try:
+            return _Reader(payload).entry()
+        except (struct.error, UnicodeDecodeError, ValueError) as exc:
+            raise EntryFormatError(f"corrupt entry: {exc}") from exc
+
+
+class _Reader:
+    """Reads one payload front to back; any overrun is a struct.error or ValueError."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise ValueError("truncated")
+        chunk = bytes(self.data[self.pos : end])
+        self.pos = end
+        return chunk
+
+    def _unpack(self, fmt: struct.Struct) -> tuple:
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+    def _bytes16(self) -> bytes:
+        return self._take(self._unpack(_U16)[0])
+
+    def _bytes32(self) -> bytes:
+        return self._take(self._unpack(_U32)[0])
+
+    def entry(self) -> CachedResponse:
+        status, stored_at, ttl, swr, sie = self._unpack(_FIXED)
+        headers = tuple(
+            (self._bytes16().decode("latin-1"), self._bytes32().decode("latin-1"))
+            for _ in range(self._unpack(_U16)[0])
+        )
+        tags = tuple(self._bytes16().decode() for _ in range(self._unpack(_U16)[0]))
+        body = self._bytes32()
+        if self.pos != len(self.data):
+            raise ValueError("trailing bytes")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status {status} out of range")
+        return CachedResponse(status, headers, body, stored_at, ttl, swr, sie, tags)

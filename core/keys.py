@@ -1,0 +1,117 @@
+"""Cache keys: which requests are "the same request".
+
+A key hashes the route name, method, path, normalised query, the canonical body (JSON with
+sorted keys, compact separators and the route's ``ignore_fields`` removed; raw bytes when the
+body is not JSON), the values of the route's ``vary`` headers and the tenant partition. Every
+part is length-prefixed, so no two different requests share the bytes that get hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from core.config import RouteConfig
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """What the cache needs to know about one request."""
+
+    key: str
+    tenant: str
+    #: For semantic routes: the query text, and a hash of everything else that must match.
+    semantic_text: str | None = None
+    semantic_scope: str | None = None
+
+
+def derive_key(
+    route: RouteConfig,
+    method: str,
+    path: str,
+    query_string: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> RequestKey:
+    """The cache key of a request on ``route``."""
+    tenant = tenant_partition(headers, route.tenant.headers)
+    vary = [headers.get(name, "") for name in (*route.vary, "Accept-Encoding")]
+    common = [route.name, method.upper(), path, normalise_query(query_string), *vary, tenant]
+    document = _parse_json(body)
+    if document is _MISSING:
+        return RequestKey(_digest([*common, b"raw", body]), tenant)
+    for name in route.ignore_fields:
+        _pop_path(document, name)
+    key = _digest([*common, b"json", canonical_json(document)])
+    if route.semantic is None:
+        return RequestKey(key, tenant)
+    text = _pop_path(document, route.semantic.field)
+    if not isinstance(text, str) or not text.strip():
+        return RequestKey(key, tenant)
+    scope = _digest([*common, b"semantic", route.semantic.field, canonical_json(document)])
+    return RequestKey(key, tenant, text, scope)
+
+
+def canonical_json(document: Any) -> bytes:
+    """One byte string per JSON value: key order and whitespace do not matter."""
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def normalise_query(query_string: str) -> str:
+    """Query parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` are one query)."""
+    if not query_string:
+        return ""
+    return urlencode(sorted(parse_qsl(query_string, keep_blank_values=True)))
+
+
+def tenant_partition(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """A short hash of the tenant-identifying headers; ``"-"`` when none is present."""
+    values = [headers.get(name, "") for name in names]
+    if not any(values):
+        return "-"
+    return _digest(["tenant", *values])[:32]
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return _MISSING
+    # NaN/Infinity parse but cannot be written back canonically: key them as raw bytes.
+    try:
+        canonical_json(document)
+    except ValueError:
+        return _MISSING
+    return document
+
+
+def _pop_path(document: Any, dotted: str) -> Any:
+    """Remove ``a.b.c`` from nested objects and return its value (or None)."""
+    *parents, last = dotted.removeprefix("$.").split(".")
+    node = document
+    for part in parents:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    if isinstance(node, dict):
+        return node.pop(last, None)
+    return None
+
+
+def _digest(parts: list[str | bytes]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else part
+        h.update(len(raw).to_bytes(8, "big"))
+        h.update(raw)
+    return h.hexdigest()

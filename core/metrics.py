@@ -1,0 +1,141 @@
+"""Every metric sidecache exports, defined once with its help text.
+
+Labels come from small fixed sets: route names from the config, cache results, tiers,
+reasons. Never a key or a path.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Values of the ``cache`` label of request metrics.
+CACHE_RESULTS = ("hit", "stale", "semantic", "miss", "bypass", "pass", "error")
+#: Values of the ``tier`` label.
+TIERS = ("l1", "l2", "semantic")
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """The metric objects of one sidecache process, registered in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "sidecache_request_duration_seconds",
+            "Time from request received to response sent, by route and cache result.",
+            ["route", "cache"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "sidecache_upstream_duration_seconds",
+            "Time until the upstream answered (response headers), by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "sidecache_upstream_errors_total",
+            "Upstream requests that failed, by route and reason (unreachable, timeout).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.cache_operations = Counter(
+            "sidecache_cache_operations_total",
+            "Cache tier operations by tier, operation (get, set, delete) and result.",
+            ["tier", "op", "result"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "sidecache_cache_entries",
+            "Entries held by a tier (tiers that can count them cheaply).",
+            ["tier"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "sidecache_cache_bytes",
+            "Bytes held by a tier (tiers that can count them cheaply).",
+            ["tier"],
+            registry=r,
+        )
+        self.corrupt_entries = Counter(
+            "sidecache_corrupt_entries_total",
+            "Entries read back from a tier that did not parse and were dropped.",
+            ["tier"],
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "sidecache_coalesced_requests_total",
+            "Requests that waited for an identical in-flight upstream call instead of making one.",
+            ["route"],
+            registry=r,
+        )
+        self.tier_available = Gauge(
+            "sidecache_tier_available",
+            "1 when a remote tier is in use, 0 while its circuit breaker skips it.",
+            ["tier"],
+            registry=r,
+        )
+        self.semantic_embed_duration = Histogram(
+            "sidecache_semantic_embedding_duration_seconds",
+            "Time to embed a query text (memoised embeddings included).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.semantic_lookup_duration = Histogram(
+            "sidecache_semantic_lookup_duration_seconds",
+            "Time of a semantic lookup: embed, nearest-neighbour query and guard.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.semantic_similarity = Histogram(
+            "sidecache_semantic_similarity",
+            "Cosine similarity of the nearest candidate, by outcome (hit, rejected).",
+            ["outcome"],
+            buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0),
+            registry=r,
+        )
+        self.semantic_decisions = Counter(
+            "sidecache_semantic_decisions_total",
+            "Semantic lookups by result (hit, miss, rejected) and reason of a rejection.",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.system_cpu = Gauge(
+            "sidecache_system_cpu_ratio",
+            "CPU use as a ratio of one core (process) or of all cores (host).",
+            ["scope"],
+            registry=r,
+        )
+        self.system_memory = Gauge(
+            "sidecache_system_memory_bytes",
+            "Resident memory of the process, or used memory of the host.",
+            ["scope"],
+            registry=r,
+        )
+        self.health_score = Gauge(
+            "sidecache_health_score",
+            "Health score from 0 (bad) to 100 (good); see README for the formula.",
+            registry=r,
+        )
+
+    def tier_changed(self, tier: str, available: bool) -> None:
+        """Circuit-breaker callback: record a tier going out of or back into service."""
+        self.tier_available.labels(tier).set(1 if available else 0)

@@ -1,0 +1,95 @@
+"""Cacheability: may this request use the cache, may this response be stored."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from core.config import RouteConfig
+
+#: Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded nor stored.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class Decision(enum.Enum):
+    """What the cache may do for one request."""
+
+    LOOKUP = "lookup"  # look up, and store a miss's answer
+    REFRESH = "refresh"  # request said no-cache: skip the lookup, store the fresh answer
+    BYPASS = "bypass"  # neither look up nor store
+
+
+def cache_control(value: str | None) -> dict[str, str | None]:
+    """``"max-age=60, no-cache"`` → ``{"max-age": "60", "no-cache": None}`` (names lowercased)."""
+    directives: dict[str, str | None] = {}
+    if not value:
+        return directives
+    for part in value.split(","):
+        name, sep, arg = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = arg.strip().strip('"') if sep else None
+    return directives
+
+
+def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None) -> Decision:
+    """Request-side rules: ``no-store`` and oversized bodies bypass, ``no-cache`` refreshes."""
+    if body_size is None or body_size > route.max_body_size:
+        return Decision.BYPASS
+    directives = cache_control(headers.get("Cache-Control"))
+    if "no-store" in directives:
+        return Decision.BYPASS
+    if "no-cache" in directives or headers.get("Pragma", "").lower() == "no-cache":
+        return Decision.REFRESH
+    return Decision.LOOKUP
+
+
+def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, str]) -> str | None:
+    """Why a response must not be stored (from its status and headers), or None if it may."""
+    if status not in route.statuses:
+        return "status"
+    if "Set-Cookie" in headers:
+        return "set-cookie"
+    directives = cache_control(headers.get("Cache-Control"))
+    if "no-store" in directives or "private" in directives:
+        return "cache-control"
+    if "text/event-stream" in headers.get("Content-Type", ""):
+        return "stream"
+    # A Vary on a header the key does not cover could hand one client another's variant.
+    covered = {h.lower() for h in (*route.vary, *route.tenant.headers, "accept-encoding")}
+    for name in headers.get("Vary", "").split(","):
+        name = name.strip().lower()
+        if name and name not in covered:
+            return "vary"
+    return None
+
+
+def may_share(headers: Mapping[str, str]) -> bool:
+    """Whether a response may be handed to identical concurrent requests (single-flight).
+
+    Per-client answers (cookies, ``private``) go only to the client that asked.
+    """
+    if "Set-Cookie" in headers:
+        return False
+    directives = cache_control(headers.get("Cache-Control"))
+    return "private" not in directives and "no-store" not in directives
+
+
+def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The response headers worth replaying from cache."""
+    return tuple(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "age")
+    )

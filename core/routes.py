@@ -1,0 +1,48 @@
+"""Matching a request (method + path) to the first configured route."""
+
+from __future__ import annotations
+
+import re
+
+from core.config import RouteConfig
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``*`` matches one path segment, ``**`` any number of segments; the rest is literal."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+class RouteTable:
+    """The configured routes, compiled once; ``match`` is on every request's path."""
+
+    def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
+        self._exact: dict[tuple[str, str], RouteConfig] = {}
+        self._patterns: list[tuple[int, str, re.Pattern[str], RouteConfig]] = []
+        for order, route in enumerate(routes):
+            method = route.method.upper()
+            if "*" not in route.path and method != "*":
+                self._exact.setdefault((method, route.path), route)
+            self._patterns.append((order, method, compile_pattern(route.path), route))
+        self._order = {route.name: i for i, route in enumerate(routes)}
+
+    def match(self, method: str, path: str) -> RouteConfig | None:
+        exact = self._exact.get((method, path))
+        # An exact hit is the answer unless an earlier wildcard route also matches.
+        for order, route_method, pattern, route in self._patterns:
+            if exact is not None and order >= self._order[exact.name]:
+                return exact
+            if route_method in ("*", method) and pattern.match(path):
+                return route
+        return exact

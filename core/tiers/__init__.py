@@ -1,0 +1,25 @@
+"""Cache tiers: each is a small async mapping from key to ``CachedResponse``."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.entry import CachedResponse
+
+
+class Tier(Protocol):
+    """An exact-match cache tier. Remote tiers never raise to the caller on failure:
+    a sick tier behaves as a miss and its writes are dropped."""
+
+    name: str
+
+    @property
+    def available(self) -> bool: ...
+
+    async def get(self, key: str) -> CachedResponse | None: ...
+
+    async def set(self, key: str, entry: CachedResponse) -> None: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def clear(self) -> int: ...

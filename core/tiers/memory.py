@@ -1,0 +1,72 @@
+"""L1: an in-process LRU cache with per-entry expiry, bounded by entries and by bytes."""
+
+from __future__ import annotations
+
+import time
+
+from cachetools import TLRUCache
+
+from core.config import L1Config
+from core.entry import CachedResponse
+
+
+def _usable_until(_key: str, entry: CachedResponse, _now: float) -> float:
+    return entry.usable_until()
+
+
+class MemoryTier:
+    """L1. Reads are synchronous (``get_nowait``): a hit never yields to the event loop."""
+
+    name = "l1"
+    available = True
+
+    def __init__(self, config: L1Config) -> None:
+        self._max_entries = config.max_entries
+        self._max_bytes = config.max_bytes
+        # maxsize counts bytes; the entry bound is enforced in set().
+        self._cache: TLRUCache[str, CachedResponse] = TLRUCache(
+            maxsize=config.max_bytes,
+            ttu=_usable_until,
+            timer=time.time,
+            getsizeof=lambda entry: entry.size,
+        )
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def bytes(self) -> int:
+        return int(self._cache.currsize)
+
+    def get_nowait(self, key: str) -> CachedResponse | None:
+        return self._cache.get(key)
+
+    def set_nowait(self, key: str, entry: CachedResponse) -> bool:
+        """Store ``entry``; False when it can never fit (bigger than the byte bound)."""
+        if entry.size > self._max_bytes:
+            return False
+        self._cache.pop(key, None)
+        while len(self._cache) >= self._max_entries:
+            self._cache.popitem()
+        self._cache[key] = entry
+        return True
+
+    def delete_nowait(self, key: str) -> bool:
+        return self._cache.pop(key, None) is not None
+
+    def clear_nowait(self) -> int:
+        count = len(self._cache)
+        self._cache.clear()
+        return count
+
+    async def get(self, key: str) -> CachedResponse | None:
+        return self.get_nowait(key)
+
+    async def set(self, key: str, entry: CachedResponse) -> None:
+        self.set_nowait(key, entry)
+
+    async def delete(self, key: str) -> bool:
+        return self.delete_nowait(key)
+
+    async def clear(self) -> int:
+        return self.clear_nowait()

@@ -1,0 +1,100 @@
+"""The admin port: metrics, health, readiness, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.runtime import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_admin_app(runtime: Runtime) -> web.Application:
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    runtime.refresh_gauges()
+    body = generate_latest(runtime.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the upstream accepts connections; tiers are reported, not required."""
+    runtime = request.app[RUNTIME]
+    upstream_ok = await _reachable(runtime.config.upstream.url)
+    tiers = {"l1": "ok" if runtime.l1 is not None else "disabled"}
+    tiers["l2"] = _tier_state(runtime.l2)
+    tiers["semantic"] = _tier_state(runtime.semantic)
+    body = {
+        "ready": upstream_ok,
+        "upstream": "ok" if upstream_ok else "unreachable",
+        "tiers": tiers,
+    }
+    return web.json_response(body, status=200 if upstream_ok else 503)
+
+
+async def stats(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    runtime.refresh_gauges()
+    return web.json_response(_stats(runtime))
+
+
+def _tier_state(tier) -> str:
+    if tier is None:
+        return "disabled"
+    return "ok" if tier.available else "unavailable"
+
+
+async def _reachable(url: str, timeout: float = 1.0) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+def _stats(runtime: Runtime) -> dict:
+    """Per-route request counts by cache result, read from the metrics already kept."""
+    routes: dict[str, dict[str, float]] = {}
+    for family in runtime.metrics.request_duration.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                per_route = routes.setdefault(sample.labels["route"], {})
+                per_route[sample.labels["cache"]] = sample.value
+    out = {}
+    for name, counts in routes.items():
+        hits = counts.get("hit", 0) + counts.get("semantic", 0)
+        misses = counts.get("miss", 0)
+        looked_up = hits + misses
+        out[name] = {
+            "requests": sum(counts.values()),
+            "hits": hits,
+            "misses": misses,
+            "by_result": counts,
+            "hit_ratio": hits / looked_up if looked_up else 0.0,
+            "upstream_calls_saved": hits,
+        }
+    tiers = {}
+    if runtime.l1 is not None:
+        tiers["l1"] = {"entries": len(runtime.l1), "bytes": runtime.l1.bytes}
+    return {"time": time.time(), "routes": out, "tiers": tiers}

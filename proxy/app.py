@@ -1,0 +1,64 @@
+"""Wiring: the proxy app and the admin app around one runtime, and serving them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from core.config import Config
+from proxy.admin import RUNTIME, build_admin_app
+from proxy.handler import ProxyHandler
+from proxy.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def build_proxy_app(runtime: Runtime) -> web.Application:
+    """The client-facing app. It owns the runtime's lifecycle (``cleanup_ctx``)."""
+    app = web.Application(client_max_size=0)
+    app[RUNTIME] = runtime
+    handler = ProxyHandler(runtime.routes, runtime.cache, runtime.upstream, runtime.metrics)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    app.cleanup_ctx.append(_runtime_lifecycle)
+    return app
+
+
+async def _runtime_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.start()
+    yield
+    await runtime.close()
+
+
+async def serve(config: Config) -> None:
+    """Serve the proxy and admin ports until SIGTERM or SIGINT."""
+    runtime = Runtime(config)
+    proxy_runner = web.AppRunner(build_proxy_app(runtime), access_log=None)
+    admin_runner = web.AppRunner(build_admin_app(runtime), access_log=None)
+    await proxy_runner.setup()
+    await admin_runner.setup()
+    server = config.server
+    await web.TCPSite(proxy_runner, server.host, server.port, reuse_port=server.workers > 1).start()
+    await web.TCPSite(admin_runner, server.admin_host, server.admin_port).start()
+    log.info(
+        "sidecache listening on %s:%d (admin %s:%d) → %s",
+        server.host,
+        server.port,
+        server.admin_host,
+        server.admin_port,
+        config.upstream.url,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await proxy_runner.cleanup()
+        await admin_runner.cleanup()

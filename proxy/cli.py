@@ -1,0 +1,80 @@
+"""The ``sidecache`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from core.config import Config, load_config, override
+from core.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sidecache", description="Caching sidecar reverse proxy for agent services."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve the proxy and admin ports")
+    run.add_argument("--config", "-c", default="config.yaml", help="YAML config file")
+    run.add_argument("--upstream", help="upstream URL (overrides upstream.url)")
+    run.add_argument("--host", help="proxy bind address (overrides server.host)")
+    run.add_argument("--port", type=int, help="proxy port (overrides server.port)")
+    run.add_argument("--admin-port", type=int, help="admin port (overrides server.admin_port)")
+    run.add_argument("--redis-url", help='Redis URL for L2; "" disables L2 (cache.l2.url)')
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (logging.level)")
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            config = load_config(args.file)
+            print(f"{args.file}: ok ({len(config.routes)} routes)")
+            return 0
+        config = _run_config(args)
+    except ConfigError as exc:
+        print(f"sidecache: config error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config)
+    _use_uvloop()
+    from proxy.app import serve  # aiohttp is imported only when serving
+
+    asyncio.run(serve(config))
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> Config:
+    return override(
+        load_config(args.config),
+        **{
+            "upstream.url": args.upstream,
+            "server.host": args.host,
+            "server.port": args.port,
+            "server.admin_port": args.admin_port,
+            "cache.l2.url": args.redis_url,
+            "logging.level": args.log_level,
+        },
+    )
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

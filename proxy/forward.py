@@ -1,0 +1,162 @@
+"""Talking to the upstream: one pooled keep-alive ``ClientSession`` for all traffic."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from core.config import UpstreamConfig
+from core.errors import UpstreamTimeout, UpstreamUnreachable
+from core.metrics import Metrics
+from core.policy import HOP_BY_HOP
+
+
+@dataclass(slots=True)
+class Buffered:
+    """An upstream answer read whole (small enough to cache or share)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Streaming:
+    """An upstream answer too big (or too endless) to buffer: streamed to one client.
+
+    ``prefix`` holds the bytes already read while finding that out."""
+
+    response: aiohttp.ClientResponse
+    prefix: bytes
+
+
+def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
+    """The client's headers as the upstream should see them: hop-by-hop removed (including
+    those named in ``Connection``), ``Host`` left to the session, ``X-Forwarded-*`` set."""
+    connection = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
+    headers = CIMultiDict(
+        (name, value)
+        for name, value in request.headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in connection and name != "Host"
+    )
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    headers.setdefault("X-Forwarded-Host", request.host)
+    return headers
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones."""
+    connection = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
+    return CIMultiDict(
+        (name, value)
+        for name, value in upstream.headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in connection
+    )
+
+
+class Upstream:
+    """The service behind the proxy. Raises ``UpstreamUnreachable`` / ``UpstreamTimeout``."""
+
+    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
+        self._config = config
+        self._base = config.url.rstrip("/")
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._config.pool_size,
+            keepalive_timeout=self._config.keepalive_timeout,
+            enable_cleanup_closed=True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self._config.connect_timeout,
+                sock_read=self._config.timeout,
+            ),
+            # Bodies pass through as the upstream encoded them; no headers the client did
+            # not send are invented.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def open(
+        self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return once the response headers arrived."""
+        assert self._session is not None, "Upstream.start() was not awaited"
+        started = time.perf_counter()
+        try:
+            response = await self._session.request(
+                method,
+                self._base + path_qs,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=False,
+            )
+        except TimeoutError as exc:
+            self._metrics.upstream_errors.labels(route, "timeout").inc()
+            raise UpstreamTimeout(f"no answer within {self._config.timeout:g}s") from exc
+        except aiohttp.ClientError as exc:
+            self._metrics.upstream_errors.labels(route, "unreachable").inc()
+            raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+        self._metrics.upstream_duration.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    async def fetch(
+        self,
+        route: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        max_size: int,
+    ) -> Buffered | Streaming:
+        """Send a request and read the answer whole when it is at most ``max_size`` bytes and
+        not an event stream; otherwise hand it back for streaming."""
+        response = await self.open(route, method, path_qs, headers, body)
+        try:
+            length = response.content_length
+            is_stream = "text/event-stream" in response.headers.get("Content-Type", "")
+            if is_stream or (length is not None and length > max_size):
+                return Streaming(response, b"")
+            prefix = await self._read_up_to(response, max_size + 1)
+            if len(prefix) > max_size:
+                return Streaming(response, prefix)
+        except BaseException:
+            response.release()
+            raise
+        response.release()
+        return Buffered(response.status, response.headers, prefix)
+
+    async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size < limit:
+                chunk = await response.content.read(limit - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream stopped sending the body") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(f"upstream body: {exc}") from exc
+        return b"".join(chunks)

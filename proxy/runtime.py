@@ -1,0 +1,47 @@
+"""Everything one sidecache process holds while it runs, built from the config and closed on
+shutdown. Both the proxy app and the admin app use the same runtime."""
+
+from __future__ import annotations
+
+import logging
+
+from core.cache import TieredCache
+from core.config import Config
+from core.metrics import Metrics
+from core.routes import RouteTable
+from core.tiers import Tier
+from core.tiers.memory import MemoryTier
+from core.tiers.redis import RedisTier
+from proxy.forward import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The process's resources: metrics, tiers, the upstream session."""
+
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.routes = RouteTable(config.routes)
+        self.l1 = MemoryTier(config.cache.l1) if config.cache.l1.enabled else None
+        self.l2 = RedisTier(config.cache.l2, self.metrics) if config.cache.l2.url else None
+        remotes: list[Tier] = [self.l2] if self.l2 is not None else []
+        self.semantic = None
+        self.cache = TieredCache(self.l1, remotes, self.metrics)
+        self.upstream = Upstream(config.upstream, self.metrics)
+
+    async def start(self) -> None:
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.cache.flush()
+        await self.upstream.close()
+        if self.l2 is not None:
+            await self.l2.close()
+
+    def refresh_gauges(self) -> None:
+        """Gauges read at scrape time rather than kept up to date on the hot path."""
+        if self.l1 is not None:
+            self.metrics.cache_entries.labels("l1").set(len(self.l1))
+            self.metrics.cache_bytes.labels("l1").set(self.l1.bytes)
