@@ -31,6 +31,7 @@ class FakeUpstream:
         self.canned: dict[str, Canned] = {}
         self.sse_release = asyncio.Event()
         self.in_flight = 0
+        self.max_in_flight = 0
         self.cancelled = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -47,6 +48,7 @@ class FakeUpstream:
         app = web.Application(client_max_size=0)
         app.router.add_route("*", "/sse", self._sse)
         app.router.add_route("*", "/big", self._big)
+        app.router.add_route("*", "/catalog/big", self._big)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -63,6 +65,7 @@ class FakeUpstream:
     async def _echo(self, request: web.Request) -> web.StreamResponse:
         self.calls[request.path] += 1
         self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             body = await request.read()
             if self.delay:
@@ -98,11 +101,12 @@ class FakeUpstream:
         return response
 
     async def _big(self, request: web.Request) -> web.StreamResponse:
-        """Streams ``size`` bytes of a repeating pattern in 64 KiB chunks."""
+        """Streams ``size`` bytes in 64 KiB chunks (chunked encoding when ``chunked=1``)."""
         self.calls[request.path] += 1
         size = int(request.query.get("size", "1048576"))
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = size
+        if request.query.get("chunked") != "1":
+            response.content_length = size
         await response.prepare(request)
         chunk = bytes(range(256)) * 256
         sent = 0
