@@ -130,7 +130,7 @@ class Upstream:
     ) -> Buffered | Streaming:
         """Send a request and read the answer whole when it is at most ``max_size`` bytes and
         not an event stream; otherwise hand it back for streaming."""
-        response = await self.open(route, method, path_qs, headers, body)
+        response = await self.open(route, method, path_qs, headers, body or None)
         try:
             length = response.content_length
             is_stream = "text/event-stream" in response.headers.get("Content-Type", "")
