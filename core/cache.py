@@ -3,18 +3,15 @@ in) the semantic index. It composes tiers and knows nothing of Redis or pgvector
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.entry import CachedResponse
 from core.metrics import Metrics
+from core.tasks import TaskSet
 from core.tiers import Tier
 from core.tiers.memory import MemoryTier
-
-log = logging.getLogger(__name__)
 
 #: Background writes beyond this many in flight are dropped (a slow tier must not pile up work).
 MAX_PENDING_WRITES = 1000
@@ -60,7 +57,7 @@ class TieredCache:
         self.remotes = remotes
         self.semantic = semantic
         self._metrics = metrics
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._writes = TaskSet("cache write")
         self._l1_ops = {
             result: metrics.cache_operations.labels("l1", "get", result)
             for result in ("hit", "miss")
@@ -127,21 +124,13 @@ class TieredCache:
             dropped[tier.name] = await tier.clear()
         return dropped
 
-    async def flush(self) -> None:
-        """Wait for the background writes in flight (used on shutdown and in tests)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the background writes in flight (on shutdown and in tests)."""
+        return await self._writes.wait(timeout)
 
     def _background(self, tier: str, write: Coroutine[Any, Any, None]) -> None:
-        if len(self._pending) >= MAX_PENDING_WRITES:
+        if len(self._writes) >= MAX_PENDING_WRITES:
             write.close()
             self._metrics.cache_operations.labels(tier, "set", "dropped").inc()
             return
-        task = asyncio.ensure_future(write)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background cache write failed: %r", task.exception())
+        self._writes.spawn(write)

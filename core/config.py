@@ -86,6 +86,11 @@ class ServerConfig:
     admin_host: str = "0.0.0.0"
     admin_port: int = 9090
     workers: int = 1
+    #: After SIGTERM: keep serving (``/readyz`` already 503) this long, so the endpoint
+    #: removal reaches every client, then stop accepting connections...
+    drain_delay: float = _duration(5.0)
+    #: ...and give in-flight requests and background refreshes this long to finish.
+    drain_timeout: float = _duration(20.0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,10 @@ class UpstreamConfig:
     timeout: float = _duration(30.0)
     pool_size: int = 100
     keepalive_timeout: float = _duration(30.0)
+    #: Upstream requests in flight at once, over all routes (load shedding; 0 = no bound).
+    max_concurrency: int = 256
+    #: How long a request may wait for an upstream slot before it is shed with a 503.
+    queue_timeout: float = _duration(1.0)
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,8 @@ class EmbedderConfig:
     api_key_env: str = "SIDECACHE_EMBEDDER_API_KEY"
     timeout: float = _duration(0.5)
     memo_size: int = 10_000
+    #: Vector size; 0 means "learn it from the first answer" (openai) or the model's own.
+    dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,11 +160,14 @@ class SemanticStoreConfig:
     table: str = "sidecache_semantic"
     pool_min: int = 1
     pool_max: int = 10
+    connect_timeout: float = _duration(2.0)
     command_timeout: float = _duration(0.5)
     statement_cache_size: int = 100
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
     hnsw_ef_search: int = 40
+    #: Nearest rows fetched per lookup; the guard may reject the first and accept the next.
+    candidates: int = 3
     cleanup_interval: float = _duration(60.0)
     cleanup_batch: int = 1000
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
@@ -200,6 +214,17 @@ class RouteConfig:
     vary: tuple[str, ...] = ()
     tenant: TenantConfig = field(default_factory=TenantConfig)
     semantic: SemanticRouteConfig | None = None
+    #: Past its TTL, an entry is still answered for this long while one background
+    #: request refreshes it (the upstream's own ``stale-while-revalidate=N`` also counts).
+    stale_while_revalidate: float = _duration(0.0)
+    #: Past its TTL, an entry is answered for this long when the upstream fails
+    #: (unreachable, timeout, 5xx); the upstream's ``stale-if-error=N`` also counts.
+    stale_if_error: float = _duration(0.0)
+    #: Refresh a hot entry in the background during the last ``refresh_ahead`` of its TTL,
+    #: with a probability rising to 1 at expiry (0 = off).
+    refresh_ahead: float = _duration(0.0)
+    #: Upstream requests in flight at once for this route (0 = only the overall bound).
+    max_concurrency: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,11 +243,30 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class AlertThresholds:
+    """Levels past which the system monitor logs one alert line (and one when it recovers).
+    Ratios are 0-1: host CPU of all cores, host memory used, open fds of the soft limit, disk
+    used, failed upstream calls per request."""
+
+    health_score: float = 50.0
+    cpu: float = 0.9
+    memory: float = 0.9
+    open_fds: float = 0.8
+    disk: float = 0.9
+    error_rate: float = 0.05
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
-    """psutil system monitor."""
+    """psutil system monitor and health score. Error rate and p99 latency are measured over
+    the last ``window``; ``latency_objective`` is the p99 the proxy should stay under."""
 
     enabled: bool = True
     interval: float = _duration(5.0)
+    window: float = _duration(60.0)
+    latency_objective: float = _duration(0.5)
+    disk_path: str = "/"
+    thresholds: AlertThresholds = field(default_factory=AlertThresholds)
 
 
 @dataclass(frozen=True)
@@ -399,3 +443,19 @@ def _check(config: Config) -> None:
         raise ConfigError(f"server.workers: expected at least 1, got {config.server.workers}")
     if config.cache.l1.max_entries < 1:
         raise ConfigError("cache.l1.max_entries: expected at least 1")
+    _check_monitor(config.monitor)
+
+
+def _check_monitor(monitor: MonitorConfig) -> None:
+    for name in ("interval", "window", "latency_objective"):
+        if getattr(monitor, name) <= 0:
+            raise ConfigError(f"monitor.{name}: expected a duration above 0")
+    limits = monitor.thresholds
+    if not 0 <= limits.health_score <= 100:
+        raise ConfigError(
+            f"monitor.thresholds.health_score: expected 0-100, got {limits.health_score}"
+        )
+    for name in ("cpu", "memory", "open_fds", "disk", "error_rate"):
+        value = getattr(limits, name)
+        if not 0 < value <= 1:
+            raise ConfigError(f"monitor.thresholds.{name}: expected a ratio in (0, 1], got {value}")

@@ -58,6 +58,14 @@ class CachedResponse:
     def is_fresh(self, now: float) -> bool:
         return now < self.expires_at
 
+    def may_serve_while_revalidating(self, now: float) -> bool:
+        """Stale, but inside its stale-while-revalidate window."""
+        return now < self.expires_at + self.stale_while_revalidate
+
+    def may_serve_on_error(self, now: float) -> bool:
+        """Stale, but inside its stale-if-error window."""
+        return now < self.expires_at + self.stale_if_error
+
     def usable_until(self) -> float:
         """The last moment any window (fresh, stale-while-revalidate, stale-if-error) allows."""
         return self.expires_at + max(self.stale_while_revalidate, self.stale_if_error)

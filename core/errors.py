@@ -36,3 +36,14 @@ class TierUnavailable(SidecacheError):
 
 class EntryFormatError(SidecacheError):
     """Bytes read back from a tier are not a valid cache entry."""
+
+
+class EmbedderError(SidecacheError):
+    """The embedder could not turn a text into a vector (error, timeout, bad answer)."""
+
+
+class Overloaded(UpstreamError):
+    """No upstream slot became free within the queue timeout: the request is shed."""
+
+    status = 503
+    reason = "overloaded"

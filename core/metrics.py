@@ -57,6 +57,18 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.shed = Counter(
+            "sidecache_shed_requests_total",
+            "Requests answered 503 because no upstream slot freed up in time, by route.",
+            ["route"],
+            registry=r,
+        )
+        self.background_refreshes = Counter(
+            "sidecache_background_refreshes_total",
+            "Background refreshes (stale-while-revalidate, refresh-ahead) by route and result.",
+            ["route", "result"],
+            registry=r,
+        )
         self.cache_operations = Counter(
             "sidecache_cache_operations_total",
             "Cache tier operations by tier, operation (get, set, delete) and result.",
@@ -133,6 +145,34 @@ class Metrics:
         self.health_score = Gauge(
             "sidecache_health_score",
             "Health score from 0 (bad) to 100 (good); see README for the formula.",
+            registry=r,
+        )
+        self.system_open_fds = Gauge(
+            "sidecache_system_open_fds",
+            "File descriptors the process holds open.",
+            registry=r,
+        )
+        self.system_max_fds = Gauge(
+            "sidecache_system_max_fds",
+            "Soft limit on the process's open file descriptors.",
+            registry=r,
+        )
+        self.system_disk_usage = Gauge(
+            "sidecache_system_disk_usage_ratio",
+            "Used share of the filesystem holding monitor.disk_path.",
+            registry=r,
+        )
+        self.system_disk_io = Counter(
+            "sidecache_system_disk_io_bytes_total",
+            "Bytes the host read from or wrote to disk since the monitor started, by direction.",
+            ["direction"],
+            registry=r,
+        )
+        self.system_network = Counter(
+            "sidecache_system_network_bytes_total",
+            "Bytes the host sent or received on its network interfaces since the monitor "
+            "started, by direction.",
+            ["direction"],
             registry=r,
         )
 

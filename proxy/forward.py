@@ -12,6 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from core.config import UpstreamConfig
 from core.errors import UpstreamTimeout, UpstreamUnreachable
+from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 from core.policy import HOP_BY_HOP
 
@@ -65,8 +66,9 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 class Upstream:
     """The service behind the proxy. Raises ``UpstreamUnreachable`` / ``UpstreamTimeout``."""
 
-    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
+    def __init__(self, config: UpstreamConfig, limiter: UpstreamLimiter, metrics: Metrics) -> None:
         self._config = config
+        self._limiter = limiter
         self._base = config.url.rstrip("/")
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
@@ -98,7 +100,14 @@ class Upstream:
     async def open(
         self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
     ) -> aiohttp.ClientResponse:
-        """Send a request and return once the response headers arrived."""
+        """Send a request and return once the response headers arrived. The upstream slot
+        is held until then: a long stream does not count against the bound."""
+        async with self._limiter.slot(route):
+            return await self._send(route, method, path_qs, headers, body)
+
+    async def _send(
+        self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
+    ) -> aiohttp.ClientResponse:
         assert self._session is not None, "Upstream.start() was not awaited"
         started = time.perf_counter()
         try:
@@ -130,7 +139,13 @@ class Upstream:
     ) -> Buffered | Streaming:
         """Send a request and read the answer whole when it is at most ``max_size`` bytes and
         not an event stream; otherwise hand it back for streaming."""
-        response = await self.open(route, method, path_qs, headers, body or None)
+        async with self._limiter.slot(route):
+            response = await self._send(route, method, path_qs, headers, body or None)
+            return await self._read_answer(response, max_size)
+
+    async def _read_answer(
+        self, response: aiohttp.ClientResponse, max_size: int
+    ) -> Buffered | Streaming:
         try:
             length = response.content_length
             is_stream = "text/event-stream" in response.headers.get("Content-Type", "")

@@ -7,8 +7,10 @@ import logging
 
 from core.cache import TieredCache
 from core.config import Config
+from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 from core.routes import RouteTable
+from core.tasks import TaskSet
 from core.tiers import Tier
 from core.tiers.memory import MemoryTier
 from core.tiers.redis import RedisTier
@@ -29,13 +31,19 @@ class Runtime:
         remotes: list[Tier] = [self.l2] if self.l2 is not None else []
         self.semantic = None
         self.cache = TieredCache(self.l1, remotes, self.metrics)
-        self.upstream = Upstream(config.upstream, self.metrics)
+        self.upstream = Upstream(
+            config.upstream, UpstreamLimiter(config, self.metrics), self.metrics
+        )
+        self.refreshes = TaskSet("background refresh")
+        self.draining = False
 
     async def start(self) -> None:
         await self.upstream.start()
 
     async def close(self) -> None:
-        await self.cache.flush()
+        await self.refreshes.wait(self.config.server.drain_timeout)
+        self.refreshes.cancel()
+        await self.cache.flush(self.config.server.drain_timeout)
         await self.upstream.close()
         if self.l2 is not None:
             await self.l2.close()
