@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from importlib import resources
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -21,6 +23,7 @@ def build_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/", dashboard)
     return app
 
 
@@ -38,6 +41,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the upstream accepts connections; tiers are reported, not required."""
     runtime = request.app[RUNTIME]
+    if runtime.draining:
+        return web.json_response({"ready": False, "draining": True}, status=503)
     upstream_ok = await _reachable(runtime.config.upstream.url)
     tiers = {"l1": "ok" if runtime.l1 is not None else "disabled"}
     tiers["l2"] = _tier_state(runtime.l2)
@@ -98,3 +103,25 @@ def _stats(runtime: Runtime) -> dict:
     if runtime.l1 is not None:
         tiers["l1"] = {"entries": len(runtime.l1), "bytes": runtime.l1.bytes}
     return {"time": time.time(), "routes": out, "tiers": tiers}
+
+
+#: The dashboard runs only its own inline script and style and talks only to this port.
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:"
+)
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The live dashboard: one self-contained page that polls ``/stats``."""
+    return web.Response(
+        body=_dashboard_html(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"},
+    )
+
+
+@functools.cache
+def _dashboard_html() -> bytes:
+    return resources.files("proxy").joinpath("dashboard.html").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -36,10 +37,23 @@ async def _runtime_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.close()
 
 
+def runner_options(config: Config) -> dict[str, object]:
+    """Server options for the proxy port, shared by ``serve`` and the tests: a client that
+    goes away cancels its handler, and shutdown waits ``drain_timeout`` for the rest."""
+    return {"handler_cancellation": True, "shutdown_timeout": config.server.drain_timeout}
+
+
 async def serve(config: Config) -> None:
-    """Serve the proxy and admin ports until SIGTERM or SIGINT."""
+    """Serve the proxy and admin ports until SIGTERM or SIGINT, then drain:
+
+    ``/readyz`` turns 503 at once; the proxy keeps serving for ``drain_delay`` (so the
+    endpoint removal reaches every client), then stops accepting; in-flight requests and
+    background refreshes get ``drain_timeout`` to finish. A second signal skips the delay.
+    """
     runtime = Runtime(config)
-    proxy_runner = web.AppRunner(build_proxy_app(runtime), access_log=None)
+    proxy_runner = web.AppRunner(
+        build_proxy_app(runtime), access_log=None, **runner_options(config)
+    )
     admin_runner = web.AppRunner(build_admin_app(runtime), access_log=None)
     await proxy_runner.setup()
     await admin_runner.setup()
@@ -54,13 +68,22 @@ async def serve(config: Config) -> None:
         server.admin_port,
         config.upstream.url,
     )
-    stop = asyncio.Event()
+    signals = asyncio.Queue[int]()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
     try:
-        await stop.wait()
+        received = await signals.get()
+        runtime.draining = True
+        log.info(
+            "signal %s: draining (accepting for %gs more, then up to %gs for in-flight work)",
+            signal.Signals(received).name,
+            server.drain_delay,
+            server.drain_timeout,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signals.get(), server.drain_delay)
     finally:
-        log.info("shutting down")
-        await proxy_runner.cleanup()
+        await proxy_runner.cleanup()  # stops listening, waits for in-flight, closes runtime
         await admin_runner.cleanup()
+        log.info("stopped")

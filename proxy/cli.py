@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from core.config import Config, load_config, override
 from core.errors import ConfigError
+from core.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sidecache: config error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config)
+    setup_logging(config.logging)
     _use_uvloop()
     from proxy.app import serve  # aiohttp is imported only when serving
 
@@ -58,13 +58,6 @@ def _run_config(args: argparse.Namespace) -> Config:
             "cache.l2.url": args.redis_url,
             "logging.level": args.log_level,
         },
-    )
-
-
-def _setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
 

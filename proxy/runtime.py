@@ -9,6 +9,7 @@ from core.cache import TieredCache
 from core.config import Config
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
+from core.monitor import SystemMonitor
 from core.routes import RouteTable
 from core.tasks import TaskSet
 from core.tiers import Tier
@@ -36,17 +37,31 @@ class Runtime:
         )
         self.refreshes = TaskSet("background refresh")
         self.draining = False
+        self.monitor = (
+            SystemMonitor(config.monitor, self.metrics, self.tiers_available)
+            if config.monitor.enabled
+            else None
+        )
 
     async def start(self) -> None:
         await self.upstream.start()
+        if self.monitor is not None:
+            await self.monitor.start()
 
     async def close(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
         await self.refreshes.wait(self.config.server.drain_timeout)
         self.refreshes.cancel()
         await self.cache.flush(self.config.server.drain_timeout)
         await self.upstream.close()
         if self.l2 is not None:
             await self.l2.close()
+
+    def tiers_available(self) -> dict[str, bool]:
+        """The configured remote tiers and whether each is in use (not skipped by its breaker)."""
+        tiers = {"l2": self.l2, "semantic": self.semantic}
+        return {name: tier.available for name, tier in tiers.items() if tier is not None}
 
     def refresh_gauges(self) -> None:
         """Gauges read at scrape time rather than kept up to date on the hot path."""

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core.config import config_from_dict
 from examples.embedded import RedisServer
 from proxy.admin import build_admin_app
-from proxy.app import build_proxy_app
+from proxy.app import build_proxy_app, runner_options
 from proxy.runtime import Runtime
 from tests.upstream import FakeUpstream
 
@@ -93,7 +93,8 @@ async def make_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
             overrides,
         )
         runtime = Runtime(config_from_dict(data))
-        proxy = TestClient(TestServer(build_proxy_app(runtime), host="127.0.0.1"))
+        app = build_proxy_app(runtime)
+        proxy = TestClient(TestServer(app, host="127.0.0.1", **runner_options(runtime.config)))
         admin = TestClient(TestServer(build_admin_app(runtime), host="127.0.0.1"))
         await proxy.start_server()
         clients.append(proxy)
