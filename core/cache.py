@@ -56,6 +56,8 @@ class TieredCache:
         self.l1 = l1
         self.remotes = remotes
         self.semantic = semantic
+        #: False while this replica may have missed invalidations (see core.invalidation).
+        self.local_enabled = True
         self._metrics = metrics
         self._writes = TaskSet("cache write")
         self._l1_ops = {
@@ -65,7 +67,7 @@ class TieredCache:
 
     def get_local(self, key: str) -> CachedResponse | None:
         """L1 only, synchronous: the hot path."""
-        if self.l1 is None:
+        if self.l1 is None or not self.local_enabled:
             return None
         entry = self.l1.get_nowait(key)
         self._l1_ops["miss" if entry is None else "hit"].inc()
@@ -76,7 +78,7 @@ class TieredCache:
         for tier in self.remotes:
             entry = await tier.get(key)
             if entry is not None:
-                if self.l1 is not None:
+                if self.l1 is not None and self.local_enabled:
                     self.l1.set_nowait(key, entry)
                 return Hit(entry, tier.name)
         return None
@@ -99,30 +101,13 @@ class TieredCache:
     ) -> None:
         """Write L1 now; remote tiers (and the semantic index, given ``(scope, route, text)``)
         in the background so the response is not delayed."""
-        if self.l1 is not None:
+        if self.l1 is not None and self.local_enabled:
             self.l1.set_nowait(key, entry)
         for tier in self.remotes:
             self._background(tier.name, tier.set(key, entry))
         if semantic is not None and self.semantic is not None:
             scope, route, text = semantic
             self._background("semantic", self.semantic.store(scope, route, text, entry))
-
-    async def delete(self, key: str) -> dict[str, int]:
-        """Drop one key from every exact tier; counts per tier."""
-        dropped = {}
-        if self.l1 is not None:
-            dropped["l1"] = int(self.l1.delete_nowait(key))
-        for tier in self.remotes:
-            dropped[tier.name] = int(await tier.delete(key))
-        return dropped
-
-    async def clear(self) -> dict[str, int]:
-        dropped = {}
-        if self.l1 is not None:
-            dropped["l1"] = self.l1.clear_nowait()
-        for tier in self.remotes:
-            dropped[tier.name] = await tier.clear()
-        return dropped
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait for the background writes in flight (on shutdown and in tests)."""

@@ -134,6 +134,14 @@ class L2Config:
     key_prefix: str = "sidecache:"
     timeout: float = _duration(0.25)
     compress_above: int = _size(1024)
+    #: Redis Cluster client (also chosen by a ``redis+cluster://`` URL).
+    cluster: bool = False
+    #: Invalidations travel on this pub/sub channel (under ``key_prefix``). A replica whose
+    #: subscription has not answered a ping for two ``check_interval``s drops its L1 and
+    #: stops using L1 until it is subscribed again: that bounds how long it can serve an
+    #: entry purged elsewhere.
+    channel: str = "invalidations"
+    check_interval: float = _duration(1.0)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
@@ -291,9 +299,11 @@ class Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, substitute and validate a YAML config file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -314,6 +324,7 @@ def override(config: Config, **changes: Any) -> Config:
         if value is None:
             continue
         config = _replace_path(config, dotted.split("."), value)
+    _check(config)
     return config
 
 
@@ -333,11 +344,12 @@ def _substitute(value: Any, where: str) -> Any:
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is None:
+        value = os.environ.get(name)
+        if default is not None and not value:
+            return default  # as in the shell: ":-" covers unset and empty
+        if value is None:
             raise ConfigError(f"{where}: environment variable {name} is not set")
-        return default
+        return value
 
     return _ENV.sub(replace, value)
 
@@ -351,7 +363,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be bools or numbers
     if unknown:
         raise ConfigError(f"{_join(where, str(unknown[0]))}: unknown option")
     values = {}
@@ -401,6 +413,8 @@ def _convert_type(hint: Any, value: Any, where: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
             return hint(value)
         except (ValueError, TypeError):
             kind = "an integer" if hint is int else "a number"
@@ -444,6 +458,16 @@ def _check(config: Config) -> None:
     if config.cache.l1.max_entries < 1:
         raise ConfigError("cache.l1.max_entries: expected at least 1")
     _check_monitor(config.monitor)
+    _check_logging(config.logging)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_logging(settings: LoggingConfig) -> None:
+    if settings.level.upper() not in _LOG_LEVELS:
+        levels = ", ".join(_LOG_LEVELS)
+        raise ConfigError(f'logging.level: expected one of {levels}, got "{settings.level}"')
 
 
 def _check_monitor(monitor: MonitorConfig) -> None:

@@ -6,7 +6,8 @@ Layout (all integers big-endian), version 1::
 
     payload = status u16 | stored_at f64 | ttl f64 | stale_while_revalidate f64
               | stale_if_error f64 | header count u16 | (name u16+bytes, value u32+bytes)*
-              | tag count u16 | (tag u16+bytes)* | body u32+bytes
+              | tag count u16 | (tag u16+bytes)* | route u16+bytes
+              | vary count u16 | (name u16+bytes, value u32+bytes)* | body u32+bytes
 
 Nothing is ever unpickled: a blob that does not parse raises ``EntryFormatError``.
 """
@@ -42,6 +43,10 @@ class CachedResponse:
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     tags: tuple[str, ...] = ()
+    #: The route that stored it (purge by route scans L1 with it).
+    route: str = ""
+    #: For responses with ``Vary``: the request header values this variant was stored for.
+    vary: tuple[tuple[str, str], ...] = ()
 
     @property
     def size(self) -> int:
@@ -82,15 +87,13 @@ class CachedResponse:
                 self.stale_while_revalidate,
                 self.stale_if_error,
             ),
-            _U16.pack(len(self.headers)),
         ]
-        for name, value in self.headers:
-            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
-            parts += [_U16.pack(len(raw_name)), raw_name, _U32.pack(len(raw_value)), raw_value]
+        _pack_pairs(parts, self.headers)
         parts.append(_U16.pack(len(self.tags)))
         for tag in self.tags:
-            raw_tag = tag.encode()
-            parts += [_U16.pack(len(raw_tag)), raw_tag]
+            _pack16(parts, tag.encode())
+        _pack16(parts, self.route.encode())
+        _pack_pairs(parts, self.vary)
         parts += [_U32.pack(len(self.body)), self.body]
         payload = b"".join(parts)
         flags = 0
@@ -111,14 +114,37 @@ class CachedResponse:
             raise EntryFormatError(f"unsupported entry version {version}")
         payload = memoryview(blob)[_PREFIX.size :]
         if flags & FLAG_COMPRESSED:
-            try:
-                payload = memoryview(zlib.decompress(payload))
-            except zlib.error as exc:
-                raise EntryFormatError("corrupt compressed entry") from exc
+            payload = memoryview(_decompress(payload))
         try:
             return _Reader(payload).entry()
         except (struct.error, UnicodeDecodeError, ValueError) as exc:
             raise EntryFormatError(f"corrupt entry: {exc}") from exc
+
+
+def _pack16(parts: list[bytes], raw: bytes) -> None:
+    parts += [_U16.pack(len(raw)), raw]
+
+
+def _pack_pairs(parts: list[bytes], pairs: tuple[tuple[str, str], ...]) -> None:
+    parts.append(_U16.pack(len(pairs)))
+    for name, value in pairs:
+        raw_value = value.encode("latin-1")
+        _pack16(parts, name.encode("latin-1"))
+        parts += [_U32.pack(len(raw_value)), raw_value]
+
+
+def _decompress(data: memoryview) -> bytes:
+    # zlib.decompress() ignores bytes after the end of the stream; a decompressor reports them.
+    decompressor = zlib.decompressobj()
+    try:
+        payload = decompressor.decompress(data)
+    except zlib.error as exc:
+        raise EntryFormatError("corrupt compressed entry") from exc
+    if not decompressor.eof:
+        raise EntryFormatError("truncated compressed entry")
+    if decompressor.unused_data:
+        raise EntryFormatError("trailing bytes after compressed entry")
+    return payload
 
 
 class _Reader:
@@ -149,14 +175,19 @@ class _Reader:
 
     def entry(self) -> CachedResponse:
         status, stored_at, ttl, swr, sie = self._unpack(_FIXED)
-        headers = tuple(
-            (self._bytes16().decode("latin-1"), self._bytes32().decode("latin-1"))
-            for _ in range(self._unpack(_U16)[0])
-        )
+        headers = self._pairs()
         tags = tuple(self._bytes16().decode() for _ in range(self._unpack(_U16)[0]))
+        route = self._bytes16().decode()
+        vary = self._pairs()
         body = self._bytes32()
         if self.pos != len(self.data):
             raise ValueError("trailing bytes")
         if not 100 <= status <= 599:
             raise ValueError(f"status {status} out of range")
-        return CachedResponse(status, headers, body, stored_at, ttl, swr, sie, tags)
+        return CachedResponse(status, headers, body, stored_at, ttl, swr, sie, tags, route, vary)
+
+    def _pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (self._bytes16().decode("latin-1"), self._bytes32().decode("latin-1"))
+            for _ in range(self._unpack(_U16)[0])
+        )

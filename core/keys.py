@@ -13,11 +13,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from core.config import RouteConfig
 
 _MISSING = object()
+_PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +39,14 @@ def derive_key(
     query_string: str,
     headers: Mapping[str, str],
     body: bytes,
+    generation: int = 0,
 ) -> RequestKey:
-    """The cache key of a request on ``route``."""
+    """The cache key of a request on ``route``. ``generation`` is the route's purge count:
+    purging a route bumps it, and every older key becomes unreachable at once."""
     tenant = tenant_partition(headers, route.tenant.headers)
     vary = [headers.get(name, "") for name in (*route.vary, "Accept-Encoding")]
-    common = [route.name, method.upper(), path, normalise_query(query_string), *vary, tenant]
+    query = normalise_query(query_string)
+    common = [route.name, str(generation), method.upper(), path, query, *vary, tenant]
     document = _parse_json(body)
     if document is _MISSING:
         return RequestKey(_digest([*common, b"raw", body]), tenant)
@@ -66,10 +70,19 @@ def canonical_json(document: Any) -> bytes:
 
 
 def normalise_query(query_string: str) -> str:
-    """Query parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` are one query)."""
+    """Query parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` are one query).
+
+    Only the order of different names is normalised: a repeated name keeps the order of its
+    values, and escapes are compared as bytes, so ``q=caf%E9`` and ``q=caf%E8`` stay apart.
+    """
     if not query_string:
         return ""
-    return urlencode(sorted(parse_qsl(query_string, keep_blank_values=True)))
+    # Literal non-ASCII becomes UTF-8 escapes; Latin-1 then maps each escaped byte to one
+    # character, so no two byte strings decode to the same text (UTF-8 would turn both into
+    # U+FFFD).
+    escaped = quote(query_string, safe=_PRINTABLE_ASCII, errors="surrogateescape")
+    pairs = parse_qsl(escaped, keep_blank_values=True, encoding="latin-1")
+    return urlencode(sorted(pairs, key=lambda pair: pair[0]), encoding="latin-1")
 
 
 def tenant_partition(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
@@ -81,8 +94,9 @@ def tenant_partition(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
 
 
 def _parse_json(body: bytes) -> Any:
+    # An empty body is keyed as raw bytes: it must not share a key with the JSON ``null``.
     if not body:
-        return None
+        return _MISSING
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from multidict import MultiMapping
+
 from core.config import RouteConfig
 
 #: Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded nor stored.
@@ -93,3 +95,14 @@ def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         for name, value in headers.items()
         if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "age")
     )
+
+
+def surrogate_keys(headers: MultiMapping[str]) -> tuple[str, ...]:
+    """Purge tags the upstream gave an answer: ``Surrogate-Key`` and ``Cache-Tag`` values,
+    separated by spaces or commas."""
+    tags: dict[str, None] = {}  # ordered and unique
+    for name in ("Surrogate-Key", "Cache-Tag"):
+        for value in headers.getall(name, ()):
+            for tag in value.replace(",", " ").split():
+                tags[tag] = None
+    return tuple(tags)

@@ -23,7 +23,12 @@ def build_proxy_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=0)
     app[RUNTIME] = runtime
     handler = ProxyHandler(
-        runtime.routes, runtime.cache, runtime.upstream, runtime.metrics, runtime.refreshes
+        runtime.routes,
+        runtime.cache,
+        runtime.upstream,
+        runtime.metrics,
+        runtime.refreshes,
+        runtime.generations,
     )
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     app.cleanup_ctx.append(_runtime_lifecycle)

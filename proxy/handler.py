@@ -26,8 +26,10 @@ from core.policy import (
     decide,
     may_share,
     storable_headers,
+    surrogate_keys,
     uncacheable_reason,
 )
+from core.purge import Generations
 from core.routes import RouteTable
 from core.singleflight import SingleFlight
 from core.tasks import TaskSet
@@ -61,8 +63,10 @@ class ProxyHandler:
         upstream: Upstream,
         metrics: Metrics,
         refreshes: TaskSet,
+        generations: Generations,
     ) -> None:
         self._routes = routes
+        self._generations = generations
         self._cache = cache
         self._upstream = upstream
         self._metrics = metrics
@@ -97,7 +101,13 @@ class ProxyHandler:
 
         body = await request.read()
         key = derive_key(
-            route, request.method, request.path, request.query_string, request.headers, body
+            route,
+            request.method,
+            request.rel_url.raw_path,  # as sent: %2F and / are different paths
+            request.rel_url.raw_query_string,
+            request.headers,
+            body,
+            self._generations.get(route.name),
         )
         outgoing = Outgoing(
             route, key, request.method, request.path_qs, request_headers(request), body
@@ -178,6 +188,8 @@ class ProxyHandler:
                 route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate")
             ),
             stale_if_error=max(route.stale_if_error, _seconds(directives, "stale-if-error")),
+            tags=surrogate_keys(answer.headers),
+            route=route.name,
         )
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:

@@ -7,9 +7,11 @@ import logging
 
 from core.cache import TieredCache
 from core.config import Config
+from core.invalidation import InvalidationBus
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 from core.monitor import SystemMonitor
+from core.purge import Generations, Purger
 from core.routes import RouteTable
 from core.tasks import TaskSet
 from core.tiers import Tier
@@ -37,6 +39,16 @@ class Runtime:
         )
         self.refreshes = TaskSet("background refresh")
         self.draining = False
+        self.generations = Generations()
+        self.purger = Purger(
+            self.cache, self.l2, self.semantic, self.generations, [r.name for r in config.routes]
+        )
+        self.bus: InvalidationBus | None = None
+        if self.l2 is not None and self.l1 is not None:
+            # L1 stays off until the invalidation channel is subscribed.
+            self.cache.local_enabled = False
+            self.bus = InvalidationBus(config.cache.l2, self.purger.apply, self.purger.catch_up)
+            self.purger.bus = self.bus
         self.monitor = (
             SystemMonitor(config.monitor, self.metrics, self.tiers_available)
             if config.monitor.enabled
@@ -45,6 +57,8 @@ class Runtime:
 
     async def start(self) -> None:
         await self.upstream.start()
+        if self.bus is not None:
+            await self.bus.start()
         if self.monitor is not None:
             await self.monitor.start()
 
@@ -54,6 +68,8 @@ class Runtime:
         await self.refreshes.wait(self.config.server.drain_timeout)
         self.refreshes.cancel()
         await self.cache.flush(self.config.server.drain_timeout)
+        if self.bus is not None:
+            await self.bus.close()
         await self.upstream.close()
         if self.l2 is not None:
             await self.l2.close()

@@ -8,8 +8,9 @@ from core.entry import CachedResponse
 
 
 class Tier(Protocol):
-    """An exact-match cache tier. Remote tiers never raise to the caller on failure:
-    a sick tier behaves as a miss and its writes are dropped."""
+    """An exact-match cache tier. ``get`` and ``set`` never raise on failure: a sick tier
+    behaves as a miss and its writes are dropped. ``delete`` and ``clear`` raise
+    ``TierUnavailable``, because a purge must know when it did not happen."""
 
     name: str
 

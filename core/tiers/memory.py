@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from cachetools import TLRUCache
 
@@ -53,6 +54,13 @@ class MemoryTier:
 
     def delete_nowait(self, key: str) -> bool:
         return self._cache.pop(key, None) is not None
+
+    def drop_where(self, predicate: Callable[[CachedResponse], bool]) -> int:
+        """Drop every entry the predicate selects (a scan: purges are rare, L1 is small)."""
+        doomed = [key for key, entry in list(self._cache.items()) if predicate(entry)]
+        for key in doomed:
+            self._cache.pop(key, None)
+        return len(doomed)
 
     def clear_nowait(self) -> int:
         count = len(self._cache)

@@ -3,6 +3,7 @@ turns them into misses and dropped writes, and probes Redis until it answers aga
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -18,6 +19,15 @@ from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+_GENERATION = "{gen}:"
+# Add an entry key to a tag's index and make the index live as long as its longest entry.
+_INDEX_TAG = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+"""
+
 
 class RedisTier:
     """L2 over ``redis.asyncio``; entries are ``CachedResponse.to_bytes()`` blobs."""
@@ -28,14 +38,7 @@ class RedisTier:
         self._config = config
         self._metrics = metrics
         self._prefix = config.key_prefix
-        # No retries inside the client: the breaker decides when to try again.
-        self.client = redis.Redis.from_url(
-            config.url,
-            socket_timeout=config.timeout,
-            socket_connect_timeout=config.timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        self.client = connect(config)
         self.breaker = CircuitBreaker("l2", config.breaker, metrics.tier_changed)
         metrics.tier_changed("l2", True)
 
@@ -61,18 +64,32 @@ class RedisTier:
         except EntryFormatError as exc:
             log.warning("dropping unreadable l2 entry: %s", exc)
             self._metrics.corrupt_entries.labels("l2").inc()
-            await self.delete(key)
+            with contextlib.suppress(TierUnavailable):
+                await self.delete(key)
             return None
         self._count("get", "hit")
         return entry
 
     async def set(self, key: str, entry: CachedResponse) -> None:
+        """Store the entry and index it under each of its tags. Every command names one key
+        (no cross-slot commands), so this works the same on Redis Cluster."""
         ttl_ms = int((entry.usable_until() - time.time()) * 1000)
         if ttl_ms <= 0:
             return
         blob = entry.to_bytes(self._config.compress_above)
+
+        async def write() -> None:
+            if not entry.tags:
+                await self.client.set(self._prefix + key, blob, px=ttl_ms)
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self._prefix + key, blob, px=ttl_ms)
+                for tag in entry.tags:
+                    pipe.eval(_INDEX_TAG, 1, self._tag_key(tag), self._prefix + key, ttl_ms)
+                await pipe.execute()
+
         try:
-            await self.breaker.call(lambda: self.client.set(self._prefix + key, blob, px=ttl_ms))
+            await self.breaker.call(write)
         except TierUnavailable as exc:
             self._count("set", "error")
             log.debug("l2 set dropped: %s", exc)
@@ -80,31 +97,79 @@ class RedisTier:
         self._count("set", "ok")
 
     async def delete(self, key: str) -> bool:
-        try:
-            removed = await self.breaker.call(lambda: self.client.delete(self._prefix + key))
-        except TierUnavailable:
-            self._count("delete", "error")
-            return False
+        """Delete one entry; raises ``TierUnavailable`` (a purge must know it failed)."""
+        removed = await self.breaker.call(lambda: self.client.unlink(self._prefix + key))
         self._count("delete", "ok")
         return bool(removed)
 
     async def clear(self) -> int:
-        """Delete every key under the prefix (SCAN, not KEYS, so Redis never blocks)."""
+        """Delete every entry and tag index under the prefix (SCAN, not KEYS, so Redis never
+        blocks); route generations stay, so no replica's view of them goes backwards."""
 
         async def scan_and_delete() -> int:
+            matches = self.client.scan_iter(match=self._prefix + "*", count=500)
             removed = 0
-            async for batch in _batches(self.client.scan_iter(match=self._prefix + "*", count=500)):
-                removed += await self.client.unlink(*batch)
+            async for batch in _batches(matches):
+                removed += await self._unlink([k for k in batch if _GENERATION not in k])
             return removed
 
-        try:
-            return await self.breaker.call(scan_and_delete)
-        except TierUnavailable:
-            self._count("delete", "error")
+        return await self.breaker.call(scan_and_delete)
+
+    async def purge_tag(self, tag: str) -> int:
+        """Delete every entry indexed under ``tag``, then the index itself."""
+
+        async def purge() -> int:
+            members = await self.client.smembers(self._tag_key(tag))
+            removed = await self._unlink(list(members))
+            await self.client.unlink(self._tag_key(tag))
+            return removed
+
+        return await self.breaker.call(purge)
+
+    async def bump_generation(self, route: str) -> int:
+        """Purge a route in O(1): its generation is part of every key."""
+        return await self.breaker.call(lambda: self.client.incr(self._generation_key(route)))
+
+    async def generations(self, routes: list[str]) -> dict[str, int]:
+        """Current generation of each route. One MGET: the ``{gen}`` hash tag keeps every
+        generation key in one cluster slot."""
+        if not routes:
+            return {}
+        keys = [self._generation_key(route) for route in routes]
+        values = await self.breaker.call(lambda: self.client.mget(keys))
+        return {route: int(value or 0) for route, value in zip(routes, values, strict=True)}
+
+    async def _unlink(self, keys: list[bytes | str]) -> int:
+        if not keys:
             return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.unlink(key)
+            return sum(await pipe.execute())
+
+    def _tag_key(self, tag: str) -> str:
+        return f"{self._prefix}tag:{tag}"
+
+    def _generation_key(self, route: str) -> str:
+        return f"{self._prefix}{_GENERATION}{route}"
 
     def _count(self, op: str, result: str) -> None:
         self._metrics.cache_operations.labels("l2", op, result).inc()
+
+
+def connect(config: L2Config) -> redis.Redis | redis.RedisCluster:
+    """A client for ``config.url``: Redis Cluster when ``cluster`` is set or the URL says
+    ``redis+cluster://``. No retries inside the client: the breaker decides when to retry."""
+    url = config.url
+    cluster = config.cluster or url.startswith("redis+cluster://")
+    options = {
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if cluster:
+        return redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"), **options)
+    return redis.Redis.from_url(url, health_check_interval=0, **options)
 
 
 async def _batches(keys, size: int = 500):

@@ -1,0 +1,162 @@
+"""Purging: by request, by route, by tag, or everything, on this replica and all others.
+
+Exact entries are deleted from L1 and Redis (by route: the route's generation, part of every
+key, is bumped instead, which is O(1)); semantic rows are deleted too. The purge is then
+broadcast so every other replica drops its L1 copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from core.cache import TieredCache
+from core.config import RouteConfig
+from core.errors import TierUnavailable
+from core.invalidation import Invalidation, InvalidationBus
+from core.keys import derive_key
+from core.tiers.redis import RedisTier
+
+log = logging.getLogger(__name__)
+
+
+class SemanticPurge(Protocol):
+    async def purge(
+        self, route: str | None = None, tag: str | None = None, everything: bool = False
+    ) -> int: ...
+
+
+class Generations:
+    """Each route's purge generation. It only moves forward, so a late or repeated message
+    can never resurrect purged entries."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, int] = {}
+
+    def get(self, route: str) -> int:
+        return self._values.get(route, 0)
+
+    def advance(self, route: str, generation: int) -> None:
+        if generation > self.get(route):
+            self._values[route] = generation
+
+
+class PurgeReport(dict):
+    """Entries dropped per tier (``None`` where a tier does not count), plus ``errors``."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.get("errors")
+
+
+class Purger:
+    """Carries out purges here and broadcasts them; applies other replicas' broadcasts."""
+
+    def __init__(
+        self,
+        cache: TieredCache,
+        l2: RedisTier | None,
+        semantic: SemanticPurge | None,
+        generations: Generations,
+        routes: list[str],
+    ) -> None:
+        self._cache = cache
+        self._l2 = l2
+        self._semantic = semantic
+        self._generations = generations
+        self._routes = routes
+        self.bus: InvalidationBus | None = None
+
+    async def by_request(
+        self,
+        route: RouteConfig,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> PurgeReport:
+        generation = self._generations.get(route.name)
+        key = derive_key(route, method, path, query, headers, body, generation).key
+        report = PurgeReport(l1=self._drop_local(Invalidation("key", key)))
+        await self._remote(report, "l2", self._l2 and self._l2.delete(key))
+        await self._broadcast(report, Invalidation("key", key))
+        return report
+
+    async def by_route(self, route: str) -> PurgeReport:
+        report = PurgeReport(l1=self._drop_local(Invalidation("route", route)))
+        generation = self._generations.get(route) + 1
+        if self._l2 is not None:
+            try:
+                generation = await self._l2.bump_generation(route)
+            except TierUnavailable as exc:
+                report.setdefault("errors", []).append(f"l2: {exc}")
+        self._generations.advance(route, generation)
+        report["l2"] = None  # every entry of the route, uncounted: its generation moved on
+        report["generation"] = generation
+        await self._remote(report, "semantic", self._semantic and self._semantic.purge(route))
+        await self._broadcast(report, Invalidation("route", route, generation))
+        return report
+
+    async def by_tag(self, tag: str) -> PurgeReport:
+        report = PurgeReport(l1=self._drop_local(Invalidation("tag", tag)))
+        await self._remote(report, "l2", self._l2 and self._l2.purge_tag(tag))
+        await self._remote(report, "semantic", self._semantic and self._semantic.purge(tag=tag))
+        await self._broadcast(report, Invalidation("tag", tag))
+        return report
+
+    async def everything(self) -> PurgeReport:
+        report = PurgeReport(l1=self._drop_local(Invalidation("all")))
+        await self._remote(report, "l2", self._l2 and self._l2.clear())
+        semantic = self._semantic and self._semantic.purge(everything=True)
+        await self._remote(report, "semantic", semantic)
+        await self._broadcast(report, Invalidation("all"))
+        return report
+
+    def apply(self, message: Invalidation) -> None:
+        """A purge broadcast by another replica: drop the matching L1 entries."""
+        if message.kind == "route":
+            self._generations.advance(message.value, message.generation)
+        dropped = self._drop_local(message)
+        log.debug("applied %s purge of %r: %d L1 entries", message.kind, message.value, dropped)
+
+    async def catch_up(self, subscribed: bool) -> None:
+        """Messages may have been missed: drop L1 and re-read the route generations. L1 is
+        used again only once subscribed (see core.invalidation)."""
+        self._cache.local_enabled = False
+        if self._cache.l1 is not None:
+            self._cache.l1.clear_nowait()
+        if self._l2 is not None:
+            for route, generation in (await self._l2.generations(self._routes)).items():
+                self._generations.advance(route, generation)
+        self._cache.local_enabled = subscribed
+
+    def _drop_local(self, message: Invalidation) -> int:
+        l1 = self._cache.l1
+        if l1 is None:
+            return 0
+        if message.kind == "key":
+            return int(l1.delete_nowait(message.value))
+        if message.kind == "route":
+            return l1.drop_where(lambda entry: entry.route == message.value)
+        if message.kind == "tag":
+            return l1.drop_where(lambda entry: message.value in entry.tags)
+        return l1.clear_nowait()
+
+    async def _remote(self, report: PurgeReport, tier: str, operation: Any) -> None:
+        if operation is None:
+            return
+        try:
+            report[tier] = int(await operation)
+        except TierUnavailable as exc:
+            report[tier] = None
+            report.setdefault("errors", []).append(f"{tier}: {exc}")
+
+    async def _broadcast(self, report: PurgeReport, message: Invalidation) -> None:
+        if self.bus is None:
+            return
+        try:
+            report["replicas_notified"] = await self.bus.publish(message)
+        except Exception as exc:  # any Redis failure: the purge is incomplete, say so
+            report.setdefault("errors", []).append(f"broadcast: {exc!r}")
