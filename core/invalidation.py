@@ -23,10 +23,13 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from core.config import L2Config
+from core.errors import TierUnavailable
 
 log = logging.getLogger(__name__)
 
 KINDS = ("all", "route", "tag", "key")
+#: What losing Redis looks like, from the client or from a tier call behind its breaker.
+_LOST = (RedisError, OSError, TimeoutError, TierUnavailable)
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,11 @@ class InvalidationBus:
         while True:
             try:
                 await self._listen()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except _LOST as exc:
                 if self.healthy:
                     log.warning("invalidation channel lost (%r): L1 off until resubscribed", exc)
             self.healthy = False
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*_LOST):
                 await self._on_gap(False)
             await asyncio.sleep(self._interval)  # pace reconnect attempts
 

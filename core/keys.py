@@ -44,7 +44,7 @@ def derive_key(
     """The cache key of a request on ``route``. ``generation`` is the route's purge count:
     purging a route bumps it, and every older key becomes unreachable at once."""
     tenant = tenant_partition(headers, route.tenant.headers)
-    vary = [headers.get(name, "") for name in (*route.vary, "Accept-Encoding")]
+    vary = [headers.get(name, "") for name in route.vary]
     query = normalise_query(query_string)
     common = [route.name, str(generation), method.upper(), path, query, *vary, tenant]
     document = _parse_json(body)

@@ -69,6 +69,12 @@ class Metrics:
             ["route", "result"],
             registry=r,
         )
+        self.cache_hits = Counter(
+            "sidecache_cache_hits_total",
+            "Requests answered from cache (fresh or stale), by route and tier.",
+            ["route", "tier"],
+            registry=r,
+        )
         self.cache_operations = Counter(
             "sidecache_cache_operations_total",
             "Cache tier operations by tier, operation (get, set, delete) and result.",

@@ -68,8 +68,12 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
         return "cache-control"
     if "text/event-stream" in headers.get("Content-Type", ""):
         return "stream"
+    covered = {h.lower() for h in (*route.vary, *route.tenant.headers)}
+    # An encoded body may only go to clients that accept it: cached only when keyed by it.
+    encoding = headers.get("Content-Encoding", "identity").lower()
+    if encoding != "identity" and "accept-encoding" not in covered:
+        return "content-encoding"
     # A Vary on a header the key does not cover could hand one client another's variant.
-    covered = {h.lower() for h in (*route.vary, *route.tenant.headers, "accept-encoding")}
     for name in headers.get("Vary", "").split(","):
         name = name.strip().lower()
         if name and name not in covered:

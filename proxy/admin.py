@@ -1,17 +1,18 @@
-"""The admin port: metrics, health, readiness, stats."""
+"""The admin port: metrics, health, readiness, stats, purge, dashboard."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from importlib import resources
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.purge import purge as purge_endpoint
 from proxy.runtime import Runtime
+from proxy.stats import build_stats
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
@@ -23,6 +24,7 @@ def build_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/purge", purge)
     app.router.add_get("/", dashboard)
     return app
 
@@ -56,9 +58,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    runtime.refresh_gauges()
-    return web.json_response(_stats(runtime))
+    return web.json_response(build_stats(request.app[RUNTIME]))
+
+
+async def purge(request: web.Request) -> web.Response:
+    return await purge_endpoint(request, request.app[RUNTIME])
 
 
 def _tier_state(tier) -> str:
@@ -76,33 +80,6 @@ async def _reachable(url: str, timeout: float = 1.0) -> bool:
         return False
     writer.close()
     return True
-
-
-def _stats(runtime: Runtime) -> dict:
-    """Per-route request counts by cache result, read from the metrics already kept."""
-    routes: dict[str, dict[str, float]] = {}
-    for family in runtime.metrics.request_duration.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                per_route = routes.setdefault(sample.labels["route"], {})
-                per_route[sample.labels["cache"]] = sample.value
-    out = {}
-    for name, counts in routes.items():
-        hits = counts.get("hit", 0) + counts.get("semantic", 0)
-        misses = counts.get("miss", 0)
-        looked_up = hits + misses
-        out[name] = {
-            "requests": sum(counts.values()),
-            "hits": hits,
-            "misses": misses,
-            "by_result": counts,
-            "hit_ratio": hits / looked_up if looked_up else 0.0,
-            "upstream_calls_saved": hits,
-        }
-    tiers = {}
-    if runtime.l1 is not None:
-        tiers["l1"] = {"entries": len(runtime.l1), "bytes": runtime.l1.bytes}
-    return {"time": time.time(), "routes": out, "tiers": tiers}
 
 
 #: The dashboard runs only its own inline script and style and talks only to this port.

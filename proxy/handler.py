@@ -116,9 +116,11 @@ class ProxyHandler:
         now = time.time()
         if hit is not None and hit.entry.is_fresh(now):
             self._maybe_refresh_ahead(outgoing, hit.entry, now)
+            self._count_hit(route, hit)
             return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(hit)
         if hit is not None and hit.entry.may_serve_while_revalidating(now):
             self._refresh_in_background(outgoing)
+            self._count_hit(route, hit)
             return "stale", _answer_hit(hit, "fwd=stale; ")
         fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
         fwd = "fwd=miss" if decision is Decision.LOOKUP else "fwd=request"
@@ -129,8 +131,10 @@ class ProxyHandler:
         except UpstreamError as exc:
             if fallback is None:
                 raise
+            self._count_hit(route, fallback)
             return "stale", _answer_stale_on_error(fallback, exc.reason)
         if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
+            self._count_hit(route, fallback)
             return "stale", _answer_stale_on_error(fallback, f"status {answer.status}")
         return "miss", await self._answer_fetched(request, outgoing, answer, joined, fwd)
 
@@ -266,6 +270,9 @@ class ProxyHandler:
             route_name, request.method, request.path_qs, request_headers(request), body
         )
         return await _stream(request, upstream, b"", fwd)
+
+    def _count_hit(self, route: RouteConfig, hit: Hit) -> None:
+        self._metrics.cache_hits.labels(route.name, hit.tier).inc()
 
     def _timer(self, route: str, result: str):
         timer = self._timers.get((route, result))

@@ -4,6 +4,7 @@ shutdown. Both the proxy app and the admin app use the same runtime."""
 from __future__ import annotations
 
 import logging
+import time
 
 from core.cache import TieredCache
 from core.config import Config
@@ -39,6 +40,7 @@ class Runtime:
         )
         self.refreshes = TaskSet("background refresh")
         self.draining = False
+        self.started_at = time.monotonic()
         self.generations = Generations()
         self.purger = Purger(
             self.cache, self.l2, self.semantic, self.generations, [r.name for r in config.routes]

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.config import config_from_dict
-from examples.embedded import RedisServer
+from examples.embedded import RedisServer, free_port, redis_cli
 from proxy.admin import build_admin_app
 from proxy.app import build_proxy_app, runner_options
 from proxy.runtime import Runtime
 from tests.upstream import FakeUpstream
+
+SIDECACHE = str(Path(sys.executable).with_name("sidecache"))
 
 #: Routes most tests use; a test passes its own ``routes`` to change them.
 DEFAULT_ROUTES = [
@@ -105,3 +114,96 @@ async def make_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
     yield make
     for client in reversed(clients):
         await client.close()
+
+
+@dataclass
+class SidecacheProcess:
+    """A real ``sidecache run`` child process on loopback ports."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    admin_url: str
+
+
+@pytest.fixture
+async def run_sidecache(tmp_path) -> AsyncIterator[Callable[..., Awaitable[SidecacheProcess]]]:
+    """Start ``sidecache run`` processes from config dicts; each is stopped (SIGTERM) after."""
+    started: list[SidecacheProcess] = []
+
+    async def run(config: dict[str, Any]) -> SidecacheProcess:
+        port, admin_port = free_port(), free_port()
+        server = {"host": "127.0.0.1", "port": port, "admin_host": "127.0.0.1"}
+        server |= {"admin_port": admin_port, "drain_delay": "0s", "drain_timeout": "5s"}
+        path = tmp_path / f"sidecache-{port}.yaml"
+        path.write_text(yaml.safe_dump(merge({"server": server}, config)))
+        process = await asyncio.create_subprocess_exec(SIDECACHE, "run", "--config", str(path))
+        child = SidecacheProcess(
+            process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+        )
+        started.append(child)
+        await wait_until(lambda: _answers(f"{child.admin_url}/healthz"), timeout=20)
+        return child
+
+    yield run
+    for child in started:
+        if child.process.returncode is None:
+            child.process.terminate()
+            try:
+                await asyncio.wait_for(child.process.wait(), 10)
+            except TimeoutError:
+                child.process.kill()
+                await child.process.wait()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll an async check until it is true, failing the test at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[str]:
+    """A real 3-node Redis Cluster (no replicas) on loopback ports; yields a cluster URL."""
+    cluster_args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+    nodes = [RedisServer(extra_args=cluster_args) for _ in range(3)]
+    try:
+        for node in nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [str(redis_cli()), "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        _wait_for_cluster_ok(nodes[0].port)
+        yield f"redis+cluster://127.0.0.1:{nodes[0].port}"
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def _wait_for_cluster_ok(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = subprocess.run(
+            [str(redis_cli()), "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return
+        assert time.monotonic() < deadline, f"cluster not ok: {info}"
+        time.sleep(0.1)  # polling a child process's state, with a deadline

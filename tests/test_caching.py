@@ -9,6 +9,8 @@ from core.entry import CachedResponse
 from core.tiers.memory import MemoryTier
 from tests.upstream import Canned, echo_of
 
+SELECT_PATH = "/agents/select"
+
 
 async def test_a_repeated_request_is_answered_from_l1(make_proxy, upstream):
     proxy = await make_proxy()
@@ -279,6 +281,24 @@ async def test_a_response_over_the_entry_size_limit_is_streamed_not_stored(
     assert len(await second.read()) == size
     assert first.headers["Cache-Status"] == "sidecache; fwd=miss; detail=stream"
     assert upstream.calls["/catalog/big"] == 2
+
+
+async def test_an_encoded_response_is_stored_only_when_keyed_by_accept_encoding(
+    make_proxy, upstream
+):
+    upstream.canned[SELECT_PATH] = Canned(200, {"Content-Encoding": "gzip"}, b"\x1f\x8b")
+    plain = await make_proxy()
+    keyed = await make_proxy(
+        routes=[{"name": "select", "path": SELECT_PATH, "vary": ["Accept-Encoding"]}]
+    )
+    for proxy in (plain, keyed):
+        await proxy.client.post(SELECT_PATH, json={}, headers={"Accept-Encoding": "gzip"})
+    again = [
+        await p.client.post(SELECT_PATH, json={}, headers={"Accept-Encoding": "gzip"})
+        for p in (plain, keyed)
+    ]
+    assert again[0].headers["Cache-Status"] == "sidecache; fwd=miss"
+    assert again[1].headers["Cache-Status"] == "sidecache; hit; detail=l1"
 
 
 async def test_a_response_varying_on_an_unkeyed_header_is_not_stored(make_proxy, upstream):

@@ -82,7 +82,9 @@ class FakeUpstream:
                 "body_size": len(body),
                 "body_sha256": hashlib.sha256(body).hexdigest(),
             }
-            return web.json_response(echo)
+            # Lets a test choose the purge tags of an answer.
+            tags = request.headers.get("X-Echo-Surrogate-Key")
+            return web.json_response(echo, headers={"Surrogate-Key": tags} if tags else None)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise

@@ -20,6 +20,7 @@ from core.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _GENERATION = "{gen}:"
+_GENERATION_BYTES = _GENERATION.encode()
 # Add an entry key to a tag's index and make the index live as long as its longest entry.
 _INDEX_TAG = """
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -110,7 +111,7 @@ class RedisTier:
             matches = self.client.scan_iter(match=self._prefix + "*", count=500)
             removed = 0
             async for batch in _batches(matches):
-                removed += await self._unlink([k for k in batch if _GENERATION not in k])
+                removed += await self._unlink([k for k in batch if _GENERATION_BYTES not in k])
             return removed
 
         return await self.breaker.call(scan_and_delete)
@@ -144,7 +145,7 @@ class RedisTier:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.unlink(key)
+                pipe.execute_command("UNLINK", key)  # one key per command: cluster-safe
             return sum(await pipe.execute())
 
     def _tag_key(self, tag: str) -> str:

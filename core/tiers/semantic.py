@@ -88,8 +88,7 @@ class _Statements:
             )""",
             # The unique key doubles as the scope index that lets tiny scopes be searched
             # exactly, and makes storing the same query again an update, not a duplicate.
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_scope_query "
-            f"ON {table} (scope, query_hash)",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_scope_query ON {table} (scope, query_hash)",
             f"CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {table}_route ON {table} (route)",
             f"CREATE INDEX IF NOT EXISTS {table}_tags ON {table} USING gin (tags)",
@@ -99,7 +98,7 @@ class _Statements:
         self.index = (
             f"CREATE INDEX IF NOT EXISTS {table}_hnsw_{dim} ON {table} "
             f"USING hnsw (({vector}) vector_cosine_ops) "
-            f"WITH (m = {int(config.hnsw_m)}, ef_construction = {int(config.hnsw_ef_construction)}) "
+            f"WITH (m = {config.hnsw_m:d}, ef_construction = {config.hnsw_ef_construction:d}) "
             f"WHERE dim = {dim}"
         )
         self.index_name = f"{table}_hnsw_{dim}"
@@ -214,7 +213,7 @@ class SemanticTier:
             command_timeout=self._config.command_timeout,
             statement_cache_size=self._config.statement_cache_size,
             timeout=self._config.connect_timeout,
-            init=lambda conn: _register_vector(conn, schema),
+            init=lambda conn: register_vector(conn, schema),
             # Startup settings survive the RESET ALL a pool runs when a connection returns.
             server_settings={
                 "hnsw.ef_search": str(self._config.hnsw_ef_search),
@@ -284,7 +283,7 @@ class SemanticTier:
         vector = await self._embed(text)
         if vector is None:
             return self._miss("embedder")
-        sql, key = self._sql, self._scope_key(scope)
+        sql, key = self._sql, self.scope_key(scope)
         try:
             rows = await self._call(
                 lambda conn: conn.fetch(
@@ -353,7 +352,7 @@ class SemanticTier:
             return
         sql = self._sql
         args = (
-            self._scope_key(scope),
+            self.scope_key(scope),
             hashlib.blake2b(text.encode(), digest_size=16).digest(),
             route,
             list(entry.tags),
@@ -457,8 +456,9 @@ class SemanticTier:
 
         return await self._breaker.call(run)
 
-    def _scope_key(self, scope: str) -> bytes:
-        # The embedder is part of the scope: vectors of two models never meet.
+    def scope_key(self, scope: str) -> bytes:
+        """The stored form of a caller's scope: the embedder's id and dimension are part of
+        it, so vectors of two models never meet."""
         material = f"{self._embedder.id}\0{self._embedder.dim}\0{scope}".encode()
         return hashlib.blake2b(material, digest_size=16).digest()
 
@@ -473,7 +473,7 @@ def _check_pgvector(version: str) -> None:
     try:
         found = tuple(int(part) for part in version.split(".")[:3])
     except ValueError:
-        raise ConfigError(f"cache.semantic: cannot read the pgvector version {version!r}")
+        raise ConfigError(f"cache.semantic: cannot read the pgvector version {version!r}") from None
     if found < MIN_PGVECTOR:
         wanted = ".".join(map(str, MIN_PGVECTOR))
         raise ConfigError(
@@ -482,7 +482,8 @@ def _check_pgvector(version: str) -> None:
         )
 
 
-async def _register_vector(conn: asyncpg.Connection, schema: str) -> None:
+async def register_vector(conn: asyncpg.Connection, schema: str) -> None:
+    """Send and read pgvector's ``vector`` type in its binary form (numpy float32 arrays)."""
     await conn.set_type_codec(
         "vector",
         schema=schema,

@@ -1,0 +1,195 @@
+"""POST /purge on the admin port: by request, route, tag and all; auth; validation."""
+
+import pytest
+
+from tests.upstream import echo_of
+
+SELECT = "/agents/select"
+TOKEN = "s3cret-admin-token"
+
+
+@pytest.fixture
+def admin_token(monkeypatch):
+    monkeypatch.setenv("SIDECACHE_ADMIN_TOKEN", TOKEN)
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _status(proxy, body, headers=None) -> str:
+    response = await proxy.client.post(SELECT, json=body, headers=headers)
+    return response.headers["Cache-Status"]
+
+
+async def test_purge_by_request_drops_exactly_that_entry(make_proxy, upstream, admin_token):
+    proxy = await make_proxy()
+    await proxy.client.post(SELECT, json={"task": "a"}, headers={"Authorization": "tenant-1"})
+    await proxy.client.post(SELECT, json={"task": "b"}, headers={"Authorization": "tenant-1"})
+    purge = {
+        "request": {
+            "method": "POST",
+            "path": SELECT,
+            "headers": {"Authorization": "tenant-1"},
+            "body": {"task": "a", "request_id": "ignored like in the key"},
+        }
+    }
+    response = await proxy.admin.post("/purge", json=purge, headers=admin_token)
+    assert response.status == 200
+    assert (await response.json())["purged"]["l1"] == 1
+    tenant = {"Authorization": "tenant-1"}
+    assert await _status(proxy, {"task": "a"}, tenant) == "sidecache; fwd=miss; stored"
+    assert await _status(proxy, {"task": "b"}, tenant) == "sidecache; hit; detail=l1"
+
+
+async def test_purge_by_route_drops_every_entry_of_that_route_only(
+    make_proxy, upstream, admin_token, redis_url
+):
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    for i in range(3):
+        await proxy.client.post(SELECT, json={"task": i})
+    await proxy.client.post("/search", json={"query": "q"})
+    await proxy.runtime.cache.flush()
+
+    response = await proxy.admin.post("/purge", json={"route": "select"}, headers=admin_token)
+    report = (await response.json())["purged"]
+
+    assert report["l1"] == 3
+    assert report["generation"] == 1
+    for i in range(3):
+        assert await _status(proxy, {"task": i}) == "sidecache; fwd=miss; stored"
+    search = await proxy.client.post("/search", json={"query": "q"})
+    assert search.headers["Cache-Status"] == "sidecache; hit; detail=l1"
+
+
+async def test_purge_by_tag_drops_entries_tagged_by_the_upstream(
+    make_proxy, upstream, admin_token, redis_url
+):
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    tagged = {"X-Echo-Surrogate-Key": "agents billing"}
+    other = {"X-Echo-Surrogate-Key": "search"}
+    await proxy.client.post(SELECT, json={"task": "t1"}, headers=tagged)
+    await proxy.client.post(SELECT, json={"task": "t2"}, headers=other)
+    await proxy.runtime.cache.flush()
+
+    response = await proxy.admin.post("/purge", json={"tag": "billing"}, headers=admin_token)
+    report = (await response.json())["purged"]
+
+    assert (report["l1"], report["l2"]) == (1, 1)
+    assert await _status(proxy, {"task": "t1"}, tagged) == "sidecache; fwd=miss; stored"
+    assert await _status(proxy, {"task": "t2"}, other) == "sidecache; hit; detail=l1"
+
+
+async def test_cache_tag_header_values_are_tags_too(make_proxy, upstream, admin_token):
+    from tests.upstream import Canned
+
+    upstream.canned[SELECT] = Canned(200, {"Cache-Tag": "alpha,beta"}, b"{}")
+    proxy = await make_proxy()
+    await proxy.client.post(SELECT, json={})
+    response = await proxy.admin.post("/purge", json={"tag": "beta"}, headers=admin_token)
+    assert (await response.json())["purged"]["l1"] == 1
+
+
+async def test_purge_all_empties_every_tier(make_proxy, upstream, admin_token, redis_url):
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    await proxy.client.post(SELECT, json={"task": 1})
+    await proxy.client.post("/search", json={"query": "q"})
+    await proxy.runtime.cache.flush()
+    response = await proxy.admin.post("/purge", json={"all": True}, headers=admin_token)
+    report = (await response.json())["purged"]
+    assert (report["l1"], report["l2"]) == (2, 2)
+    assert await _status(proxy, {"task": 1}) == "sidecache; fwd=miss; stored"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ({"Authorization": "Basic x"}, 401)],
+    ids=["missing", "wrong", "not-bearer"],
+)
+async def test_purge_without_the_right_token_is_refused_and_purges_nothing(
+    make_proxy, upstream, admin_token, headers, status
+):
+    proxy = await make_proxy()
+    await proxy.client.post(SELECT, json={"task": "keep"})
+    response = await proxy.admin.post("/purge", json={"all": True}, headers=headers)
+    assert response.status == status
+    assert await _status(proxy, {"task": "keep"}) == "sidecache; hit; detail=l1"
+
+
+async def test_without_a_token_purge_is_refused_unless_admin_listens_on_loopback(
+    make_proxy, upstream, monkeypatch
+):
+    monkeypatch.delenv("SIDECACHE_ADMIN_TOKEN", raising=False)
+    public = await make_proxy(server={"admin_host": "0.0.0.0"})
+    loopback = await make_proxy(server={"admin_host": "127.0.0.1"})
+    refused = await public.admin.post("/purge", json={"all": True})
+    allowed = await loopback.admin.post("/purge", json={"all": True})
+    assert refused.status == 403
+    assert allowed.status == 200
+
+
+async def test_the_token_variable_can_be_renamed(make_proxy, upstream, monkeypatch):
+    monkeypatch.setenv("MY_PURGE_TOKEN", "abc")
+    proxy = await make_proxy(admin={"token_env": "MY_PURGE_TOKEN"})
+    response = await proxy.admin.post(
+        "/purge", json={"all": True}, headers={"Authorization": "Bearer abc"}
+    )
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"everything": True}, "everything: unknown field"),
+        ({"all": True, "tag": "x"}, "body: expected exactly one of"),
+        ({"all": "yes"}, "all: expected true"),
+        ({"route": "nope"}, 'route: no route named "nope"'),
+        ({"tag": ""}, "tag: expected a non-empty string"),
+        ({"request": {"path": SELECT, "bodyy": {}}}, "request.bodyy: unknown field"),
+        ({"request": {"method": "POST", "path": "/nowhere"}}, "request.path: no cached route"),
+        ({"request": {"path": SELECT, "headers": {"a": 1}}}, "request.headers: expected"),
+    ],
+)
+async def test_a_bad_purge_body_is_a_400_naming_the_field(
+    make_proxy, upstream, admin_token, body, message
+):
+    proxy = await make_proxy()
+    response = await proxy.admin.post("/purge", json=body, headers=admin_token)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(message)
+
+
+async def test_a_purge_body_that_is_not_json_is_a_400(make_proxy, upstream, admin_token):
+    proxy = await make_proxy()
+    response = await proxy.admin.post("/purge", data=b"{nope", headers=admin_token)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("body: not valid JSON")
+
+
+async def test_a_purge_while_redis_is_down_says_it_is_incomplete(
+    make_proxy, upstream, admin_token, redis_server
+):
+    proxy = await make_proxy(cache={"l2": {"url": redis_server.url}})
+    await proxy.client.post(SELECT, json={"task": 1})
+    redis_server.kill()
+    response = await proxy.admin.post("/purge", json={"all": True}, headers=admin_token)
+    body = await response.json()
+    assert response.status == 503
+    assert body["purged"]["errors"]
+    assert echo_of(await (await proxy.client.post(SELECT, json={"task": 1})).read())["n"] == 2
+
+
+async def test_stats_report_hits_misses_and_savings_per_route_and_tier(
+    make_proxy, upstream, redis_url
+):
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    for _ in range(4):
+        await proxy.client.post(SELECT, json={"task": "popular"})
+    await proxy.client.post(SELECT, json={"task": "rare"})
+    stats = await (await proxy.admin.get("/stats")).json()
+    select = stats["routes"]["select"]
+    assert (select["requests"], select["hits"], select["misses"]) == (5, 3, 2)
+    assert select["hit_ratio"] == pytest.approx(0.6)
+    assert select["upstream_calls_saved"] == 3
+    assert select["by_tier"] == {"l1": 3, "l2": 0, "semantic": 0}
+    assert stats["tiers"]["l1"]["entries"] == 2
+    assert stats["tiers"]["l1"]["bytes"] > 0
+    assert stats["tiers"]["l2"]["available"] is True
+    assert stats["latency_ms"]["hit"]["p50"] is not None
