@@ -203,7 +203,9 @@ class SemanticRouteConfig:
     """Opt-in semantic matching for a route: ``field`` is the JSON path of the query text."""
 
     field: str
-    threshold: float = 0.9
+    #: Cosine similarity a candidate needs before the precision guard looks at it. Tuned
+    #: with bench/semantic_eval.py for the wordllama embedder; the guard does the rest.
+    threshold: float = 0.55
     guard: bool = True
 
 
@@ -233,6 +235,9 @@ class RouteConfig:
     refresh_ahead: float = _duration(0.0)
     #: Upstream requests in flight at once for this route (0 = only the overall bound).
     max_concurrency: int = 0
+    #: ``json``: keyed by the JSON body, fresh for ``ttl`` (agent selection, search).
+    #: ``http``: a shared HTTP cache by RFC 9111 (GET routes; ``ttl`` is the heuristic).
+    mode: str = "json"
 
 
 @dataclass(frozen=True)
@@ -446,6 +451,10 @@ def _check(config: Config) -> None:
             )
         if not route.method.isalpha() and route.method != "*":
             raise ConfigError(f'{where}.method: expected an HTTP method, got "{route.method}"')
+        if route.mode not in ("json", "http"):
+            raise ConfigError(f'{where}.mode: expected "json" or "http", got "{route.mode}"')
+        if route.mode == "http" and route.method.upper() != "GET":
+            raise ConfigError(f'{where}.method: mode "http" caches GET, got "{route.method}"')
         for j, status in enumerate(route.statuses):
             if not 200 <= status <= 599:
                 raise ConfigError(f"{where}.statuses[{j}]: expected a status 200-599, got {status}")

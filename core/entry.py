@@ -5,7 +5,8 @@ Layout (all integers big-endian), version 1::
     magic "SCE" | version u8 | flags u8 | payload (zlib-compressed when flags & 1)
 
     payload = status u16 | stored_at f64 | ttl f64 | stale_while_revalidate f64
-              | stale_if_error f64 | header count u16 | (name u16+bytes, value u32+bytes)*
+              | stale_if_error f64 | keep_stale f64
+              | header count u16 | (name u16+bytes, value u32+bytes)*
               | tag count u16 | (tag u16+bytes)* | route u16+bytes
               | vary count u16 | (name u16+bytes, value u32+bytes)* | body u32+bytes
 
@@ -26,7 +27,7 @@ VERSION = 1
 FLAG_COMPRESSED = 1
 
 _PREFIX = struct.Struct("!3sBB")
-_FIXED = struct.Struct("!Hdddd")
+_FIXED = struct.Struct("!Hddddd")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
@@ -42,6 +43,9 @@ class CachedResponse:
     ttl: float = 0.0
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    #: Seconds a stale entry is kept (not served) so it can be revalidated with a
+    #: conditional request instead of fetched again whole.
+    keep_stale: float = 0.0
     tags: tuple[str, ...] = ()
     #: The route that stored it (purge by route scans L1 with it).
     route: str = ""
@@ -73,7 +77,9 @@ class CachedResponse:
 
     def usable_until(self) -> float:
         """The last moment any window (fresh, stale-while-revalidate, stale-if-error) allows."""
-        return self.expires_at + max(self.stale_while_revalidate, self.stale_if_error)
+        return self.expires_at + max(
+            self.stale_while_revalidate, self.stale_if_error, self.keep_stale
+        )
 
     def with_times(self, stored_at: float, ttl: float) -> CachedResponse:
         return replace(self, stored_at=stored_at, ttl=ttl)
@@ -86,6 +92,7 @@ class CachedResponse:
                 self.ttl,
                 self.stale_while_revalidate,
                 self.stale_if_error,
+                self.keep_stale,
             ),
         ]
         _pack_pairs(parts, self.headers)
@@ -174,7 +181,7 @@ class _Reader:
         return self._take(self._unpack(_U32)[0])
 
     def entry(self) -> CachedResponse:
-        status, stored_at, ttl, swr, sie = self._unpack(_FIXED)
+        status, stored_at, ttl, swr, sie, keep = self._unpack(_FIXED)
         headers = self._pairs()
         tags = tuple(self._bytes16().decode() for _ in range(self._unpack(_U16)[0]))
         route = self._bytes16().decode()
@@ -184,7 +191,9 @@ class _Reader:
             raise ValueError("trailing bytes")
         if not 100 <= status <= 599:
             raise ValueError(f"status {status} out of range")
-        return CachedResponse(status, headers, body, stored_at, ttl, swr, sie, tags, route, vary)
+        return CachedResponse(
+            status, headers, body, stored_at, ttl, swr, sie, keep, tags, route, vary
+        )
 
     def _pairs(self) -> tuple[tuple[str, str], ...]:
         return tuple(

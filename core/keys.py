@@ -129,3 +129,8 @@ def _digest(parts: list[str | bytes]) -> str:
         h.update(len(raw).to_bytes(8, "big"))
         h.update(raw)
     return h.hexdigest()
+
+
+def variant_key(key: str, vary: tuple[tuple[str, str], ...]) -> str:
+    """The key of one variant of a response that has ``Vary`` (HTTP mode)."""
+    return _digest([key, "variant", *(part for pair in vary for part in pair)])

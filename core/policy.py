@@ -69,6 +69,8 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
     if "text/event-stream" in headers.get("Content-Type", ""):
         return "stream"
     covered = {h.lower() for h in (*route.vary, *route.tenant.headers)}
+    if route.mode == "http":  # responses are stored per variant of their own Vary
+        covered |= {name.strip().lower() for name in headers.get("Vary", "").split(",")}
     # An encoded body may only go to clients that accept it: cached only when keyed by it.
     encoding = headers.get("Content-Encoding", "identity").lower()
     if encoding != "identity" and "accept-encoding" not in covered:

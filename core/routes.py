@@ -38,6 +38,20 @@ class RouteTable:
         self._order = {route.name: i for i, route in enumerate(routes)}
 
     def match(self, method: str, path: str) -> RouteConfig | None:
+        """The first route for ``method`` and ``path``; ``HEAD`` also matches an HTTP-mode
+        ``GET`` route (it is answered from the stored ``GET``)."""
+        route = self._match(method, path)
+        if route is None and method == "HEAD":
+            route = self._match("GET", path)
+            return route if route is not None and route.mode == "http" else None
+        return route
+
+    def http_route(self, path: str) -> RouteConfig | None:
+        """The HTTP-mode route whose stored responses a request to ``path`` may invalidate."""
+        route = self._match("GET", path)
+        return route if route is not None and route.mode == "http" else None
+
+    def _match(self, method: str, path: str) -> RouteConfig | None:
         exact = self._exact.get((method, path))
         # An exact hit is the answer unless an earlier wildcard route also matches.
         for order, route_method, pattern, route in self._patterns:

@@ -22,14 +22,7 @@ def build_proxy_app(runtime: Runtime) -> web.Application:
     """The client-facing app. It owns the runtime's lifecycle (``cleanup_ctx``)."""
     app = web.Application(client_max_size=0)
     app[RUNTIME] = runtime
-    handler = ProxyHandler(
-        runtime.routes,
-        runtime.cache,
-        runtime.upstream,
-        runtime.metrics,
-        runtime.refreshes,
-        runtime.generations,
-    )
+    handler = ProxyHandler(runtime)
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     app.cleanup_ctx.append(_runtime_lifecycle)
     return app

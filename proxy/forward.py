@@ -22,8 +22,12 @@ class Buffered:
     """An upstream answer read whole (small enough to cache or share)."""
 
     status: int
-    headers: CIMultiDictProxy[str]
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
     body: bytes
+    #: Filled in by the caller: whether the answer went into the cache, and whether it
+    #: came from revalidating a stored entry (a 304 upstream).
+    stored: bool = False
+    revalidated: bool = False
 
 
 @dataclass(slots=True)

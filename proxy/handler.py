@@ -1,5 +1,11 @@
 """The proxy handler. It reads like the request flow in DESIGN.md:
-match → decide → key → lookup → forward → store → answer."""
+match → decide → key → lookup → forward → store → answer.
+
+What differs between a ``json`` route and an ``http`` (RFC 9111) route is asked of the
+route's mode (``core.modes``); the few steps only HTTP caching has (variants by ``Vary``,
+conditional revalidation, answering a client's own conditional request, invalidation by
+unsafe methods) are marked where they happen.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,24 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from core.cache import Hit, TieredCache
+from core import http_cache
+from core.cache import Hit
 from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.errors import UpstreamError
-from core.keys import RequestKey, derive_key
-from core.metrics import Metrics
-from core.policy import (
-    Decision,
-    cache_control,
-    decide,
-    may_share,
-    storable_headers,
-    surrogate_keys,
-    uncacheable_reason,
-)
-from core.purge import Generations
-from core.routes import RouteTable
+from core.keys import RequestKey, derive_key, variant_key
+from core.modes import CLIENT_CONDITIONALS, MODES
+from core.policy import Decision, may_share
 from core.singleflight import SingleFlight
-from core.tasks import TaskSet
-from proxy.forward import Buffered, Streaming, Upstream, request_headers, response_headers
+from proxy.forward import Buffered, Streaming, request_headers, response_headers
+from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +48,21 @@ class Outgoing:
     path_qs: str
     headers: CIMultiDict[str]
     body: bytes
+    #: A stored entry to revalidate with a conditional request (HTTP mode).
+    stale: CachedResponse | None = None
 
 
 class ProxyHandler:
     """Answers one client request from cache or through the upstream."""
 
-    def __init__(
-        self,
-        routes: RouteTable,
-        cache: TieredCache,
-        upstream: Upstream,
-        metrics: Metrics,
-        refreshes: TaskSet,
-        generations: Generations,
-    ) -> None:
-        self._routes = routes
-        self._generations = generations
-        self._cache = cache
-        self._upstream = upstream
-        self._metrics = metrics
-        self._refreshes = refreshes
+    def __init__(self, runtime: Runtime) -> None:
+        self._routes = runtime.routes
+        self._cache = runtime.cache
+        self._upstream = runtime.upstream
+        self._metrics = runtime.metrics
+        self._refreshes = runtime.refreshes
+        self._generations = runtime.generations
+        self._purger = runtime.purger
         self._refreshing: set[str] = set()
         self._flights: SingleFlight[Buffered | Streaming] = SingleFlight()
         self._timers: dict[tuple[str, str], object] = {}
@@ -94,38 +86,57 @@ class ProxyHandler:
     async def _handle_route(
         self, request: web.Request, route: RouteConfig
     ) -> tuple[str, web.StreamResponse]:
+        mode = MODES[route.mode]
         body_size = request.content_length if request.body_exists else 0
-        decision = decide(route, request.headers, body_size)
+        decision = mode.decide(route, request.headers, body_size)
         if decision is Decision.BYPASS:
             return "bypass", await self._pass_through(request, route.name, "fwd=bypass")
 
         body = await request.read()
+        method, keyed_body = mode.keyed_request(request.method, body)
         key = derive_key(
             route,
-            request.method,
+            method,
             request.rel_url.raw_path,  # as sent: %2F and / are different paths
             request.rel_url.raw_query_string,
             request.headers,
-            body,
+            keyed_body,
             self._generations.get(route.name),
         )
-        outgoing = Outgoing(
-            route, key, request.method, request.path_qs, request_headers(request), body
+        hit = (
+            await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
         )
-        hit = await self._lookup(route, key) if decision is Decision.LOOKUP else None
         now = time.time()
         if hit is not None and hit.entry.is_fresh(now):
-            self._maybe_refresh_ahead(outgoing, hit.entry, now)
+            self._maybe_refresh_ahead(self._outgoing(request, route, key, body), hit.entry, now)
             self._count_hit(route, hit)
-            return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(hit)
+            return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(
+                request, route, hit
+            )
         if hit is not None and hit.entry.may_serve_while_revalidating(now):
-            self._refresh_in_background(outgoing)
+            self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
             self._count_hit(route, hit)
-            return "stale", _answer_hit(hit, "fwd=stale; ")
+            return "stale", _answer_hit(request, route, hit, "fwd=stale; ")
+        if request.method == "HEAD":  # nothing stored to answer it from: just forward it
+            return "miss", await self._pass_through(request, route.name, "fwd=miss")
+        return await self._forward(request, route, key, body, hit, decision)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        key: RequestKey,
+        body: bytes,
+        hit: Hit | None,
+        decision: Decision,
+    ) -> tuple[str, web.StreamResponse]:
+        """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
+        now = time.time()
         fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
         fwd = "fwd=miss" if decision is Decision.LOOKUP else "fwd=request"
-        if fallback is not None:
+        if hit is not None:
             fwd = "fwd=stale"
+        outgoing = self._outgoing(request, route, key, body, hit.entry if hit else None)
         try:
             answer, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
         except UpstreamError as exc:
@@ -138,15 +149,29 @@ class ProxyHandler:
             return "stale", _answer_stale_on_error(fallback, f"status {answer.status}")
         return "miss", await self._answer_fetched(request, outgoing, answer, joined, fwd)
 
-    async def _lookup(self, route: RouteConfig, key: RequestKey) -> Hit | None:
-        """The best usable entry: fresh from the nearest tier, else the freshest stale one."""
-        now = time.time()
-        local = self._cache.get_local(key.key)
-        if local is not None and local.is_fresh(now):
-            return Hit(local, "l1")
-        remote = await self._cache.get_remote(key.key)
-        if remote is not None and remote.entry.is_fresh(now):
-            return remote
+    def _outgoing(
+        self,
+        request: web.Request,
+        route: RouteConfig,
+        key: RequestKey,
+        body: bytes,
+        stale: CachedResponse | None = None,
+    ) -> Outgoing:
+        headers = request_headers(request)
+        for name in CLIENT_CONDITIONALS:
+            headers.popall(name, None)
+        return Outgoing(route, key, request.method, request.path_qs, headers, body, stale)
+
+    async def _lookup(
+        self, route: RouteConfig, key: RequestKey, headers: Mapping[str, str]
+    ) -> Hit | None:
+        """The best usable entry: fresh from the nearest tier, else the freshest stale one;
+        then, for semantic routes, the nearest answered query."""
+        hit = await self._lookup_exact(key.key)
+        if hit is not None and hit.entry.vary:  # HTTP mode: is it the variant asked for?
+            hit = await self._lookup_variant(key.key, hit, headers)
+        if hit is not None and hit.entry.is_fresh(time.time()):
+            return hit
         if route.semantic is not None and key.semantic_text is not None:
             assert key.semantic_scope is not None
             semantic = await self._cache.get_semantic(
@@ -155,50 +180,79 @@ class ProxyHandler:
                 route.semantic.threshold,
                 route.semantic.guard,
             )
-            if semantic is not None and semantic.entry.is_fresh(now):
+            if semantic is not None and semantic.entry.is_fresh(time.time()):
                 self._cache.store(key.key, semantic.entry)  # the next identical request hits L1
                 return semantic
+        return hit
+
+    async def _lookup_exact(self, key: str) -> Hit | None:
+        now = time.time()
+        local = self._cache.get_local(key)
+        if local is not None and local.is_fresh(now):
+            return Hit(local, "l1")
+        remote = await self._cache.get_remote(key)
+        if remote is not None and remote.entry.is_fresh(now):
+            return remote
         stale = [hit for hit in (remote, local and Hit(local, "l1")) if hit is not None]
         return max(stale, key=lambda hit: hit.entry.stored_at, default=None)
 
+    async def _lookup_variant(self, key: str, hit: Hit, headers: Mapping[str, str]) -> Hit | None:
+        names = tuple(name for name, _ in hit.entry.vary)
+        wanted = http_cache.vary_values(names, headers)
+        if hit.entry.vary == wanted:
+            return hit
+        variant = await self._lookup_exact(variant_key(key, wanted))
+        return variant if variant is not None and variant.entry.vary == wanted else None
+
     async def _fetch(self, outgoing: Outgoing) -> Buffered | Streaming:
-        """One upstream request for a cacheable route; a storable answer is stored."""
-        route = outgoing.route
+        """One upstream request for a cacheable route; a storable answer is stored. A stale
+        entry with validators is revalidated: a 304 refreshes it instead of a new body."""
+        route, stale = outgoing.route, outgoing.stale
+        headers = outgoing.headers
+        conditions = http_cache.validators(dict(stale.headers)) if stale is not None else {}
+        if conditions and route.mode == "http":
+            headers = headers.copy()
+            headers.update(conditions)
+        request_time = time.time()
         answer = await self._upstream.fetch(
             route.name,
             outgoing.method,
             outgoing.path_qs,
-            outgoing.headers,
+            headers,
             outgoing.body,
             route.max_entry_size,
         )
-        if isinstance(answer, Buffered):
-            self._store(outgoing, answer)
+        if isinstance(answer, Streaming):
+            return answer
+        if answer.status == 304 and conditions and stale is not None:
+            merged = http_cache.merge_not_modified(stale.headers, answer.headers)
+            answer = Buffered(stale.status, CIMultiDict(merged), stale.body, revalidated=True)
+        self._store(outgoing, answer, (request_time, time.time()))
         return answer
 
-    def _store(self, outgoing: Outgoing, answer: Buffered) -> None:
+    def _store(self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float]) -> None:
         route, key = outgoing.route, outgoing.key
-        reason = uncacheable_reason(route, answer.status, answer.headers)
+        mode = MODES[route.mode]
+        reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
         if reason is not None:
             log.debug("not storing %s answer: %s", route.name, reason)
             return
-        directives = cache_control(answer.headers.get("Cache-Control"))
-        entry = CachedResponse(
-            status=answer.status,
-            headers=storable_headers(answer.headers),
-            body=answer.body,
-            ttl=route.ttl,
-            stale_while_revalidate=max(
-                route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate")
-            ),
-            stale_if_error=max(route.stale_if_error, _seconds(directives, "stale-if-error")),
-            tags=surrogate_keys(answer.headers),
-            route=route.name,
+        entry = mode.entry(
+            route,
+            outgoing.headers,
+            outgoing.path_qs,
+            answer.status,
+            answer.headers,
+            answer.body,
+            times,
         )
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:
             semantic = (key.semantic_scope, route.name, key.semantic_text)
         self._cache.store(key.key, entry, semantic)
+        if entry.vary:  # HTTP mode: each variant also under its own key
+            self._cache.store(variant_key(key.key, entry.vary), entry)
+        answer.stored = True
 
     async def _answer_fetched(
         self,
@@ -224,12 +278,16 @@ class ProxyHandler:
         if isinstance(answer, Streaming):
             return await _stream(request, answer.response, answer.prefix, f"{fwd}; detail=stream")
         status = fwd
-        if uncacheable_reason(route, answer.status, answer.headers) is None:
+        if answer.revalidated:
+            status += "; fwd-status=304"
+        if answer.stored:
             status += "; stored"
         if joined:
             status += "; collapsed"
         headers = _replay(answer.headers.items())
         headers[CACHE_STATUS] = f"sidecache; {status}"
+        if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+            return _not_modified(headers)
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     def _refresh_in_background(self, outgoing: Outgoing) -> None:
@@ -260,7 +318,7 @@ class ProxyHandler:
         window = outgoing.route.refresh_ahead
         remaining = entry.expires_at - now
         if window > 0 and remaining < window and random.random() > remaining / window:
-            self._refresh_in_background(outgoing)
+            self._refresh_in_background(replace(outgoing, stale=entry))
 
     async def _pass_through(
         self, request: web.Request, route_name: str, fwd: str
@@ -269,7 +327,17 @@ class ProxyHandler:
         upstream = await self._upstream.open(
             route_name, request.method, request.path_qs, request_headers(request), body
         )
+        if request.method in http_cache.UNSAFE_METHODS and upstream.status < 400:
+            self._invalidate_uris(request, upstream)
         return await _stream(request, upstream, b"", fwd)
+
+    def _invalidate_uris(self, request: web.Request, upstream: aiohttp.ClientResponse) -> None:
+        """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
+        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
+        if self._routes.http_route(request.path) is None:
+            return
+        for uri in http_cache.invalidated_uris(request.path_qs, upstream.headers):
+            self._refreshes.spawn(self._purger.by_tag(http_cache.uri_tag(uri)))
 
     def _count_hit(self, route: RouteConfig, hit: Hit) -> None:
         self._metrics.cache_hits.labels(route.name, hit.tier).inc()
@@ -282,22 +350,30 @@ class ProxyHandler:
         return timer
 
 
-def _seconds(directives: dict[str, str | None], name: str) -> float:
-    value = directives.get(name)
-    try:
-        return max(0.0, float(value)) if value is not None else 0.0
-    except ValueError:
-        return 0.0
-
-
-def _answer_hit(hit: Hit, fwd: str = "") -> web.Response:
+def _answer_hit(request: web.Request, route: RouteConfig, hit: Hit, fwd: str = "") -> web.Response:
     entry = hit.entry
     headers = _replay(entry.headers)
     headers[CACHE_STATUS] = f"sidecache; hit; {fwd}detail={hit.tier}"
     headers["Age"] = str(int(entry.age(time.time())))
     if hit.similarity is not None:
         headers["Sidecache-Similarity"] = f"{hit.similarity:.4f}"
+    if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+        return _not_modified(headers)
     return web.Response(status=entry.status, body=entry.body, headers=headers)
+
+
+def _not_modified(headers: CIMultiDict[str]) -> web.Response:
+    """A client's own conditional request, satisfied by what is stored (RFC 9110 §15.4.5)."""
+    return web.Response(
+        status=304,
+        headers=CIMultiDict((k, v) for k, v in headers.items() if k.lower() in _NOT_MODIFIED_KEEPS),
+    )
+
+
+#: The headers a 304 carries (RFC 9110 §15.4.5), plus Age and Cache-Status.
+_NOT_MODIFIED_KEEPS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "age", "cache-status"}
+)
 
 
 def _answer_stale_on_error(hit: Hit, why: str) -> web.Response:

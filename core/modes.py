@@ -1,0 +1,140 @@
+"""The two ways a route caches: ``json`` (config-driven, keyed by the JSON body) and
+``http`` (a shared HTTP cache by RFC 9111). The handler asks its route's mode what to do at
+each step of the flow and otherwise runs the same code for both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from multidict import MultiMapping
+
+from core import http_cache
+from core.config import RouteConfig
+from core.entry import CachedResponse
+from core.policy import (
+    Decision,
+    cache_control,
+    decide,
+    storable_headers,
+    surrogate_keys,
+    uncacheable_reason,
+)
+
+#: Client conditionals are not forwarded on a cacheable route: sidecache fetches the whole
+#: answer (so it can store and share it) and answers the condition itself.
+CLIENT_CONDITIONALS = ("If-None-Match", "If-Modified-Since")
+
+
+class JsonMode:
+    """Fresh for the route's ``ttl``; stale windows from config or the upstream."""
+
+    name = "json"
+
+    def decide(
+        self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
+    ) -> Decision:
+        return decide(route, headers, body_size)
+
+    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
+        return method, body
+
+    def unstorable_reason(
+        self,
+        route: RouteConfig,
+        request_headers: Mapping[str, str],
+        status: int,
+        headers: Mapping[str, str],
+    ) -> str | None:
+        return uncacheable_reason(route, status, headers)
+
+    def entry(
+        self,
+        route: RouteConfig,
+        request_headers: Mapping[str, str],
+        path_qs: str,
+        status: int,
+        headers: MultiMapping[str],
+        body: bytes,
+        times: tuple[float, float],
+    ) -> CachedResponse:
+        directives = cache_control(headers.get("Cache-Control"))
+        return CachedResponse(
+            status=status,
+            headers=storable_headers(headers),
+            body=body,
+            stored_at=times[1],
+            ttl=route.ttl,
+            stale_while_revalidate=max(
+                route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate")
+            ),
+            stale_if_error=max(route.stale_if_error, _seconds(directives, "stale-if-error")),
+            tags=surrogate_keys(headers),
+            route=route.name,
+        )
+
+
+class HttpMode(JsonMode):
+    """RFC 9111 shared cache (see ``core.http_cache``)."""
+
+    name = "http"
+
+    def decide(
+        self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
+    ) -> Decision:
+        return http_cache.request_decision(headers)
+
+    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
+        return "GET", b""  # HEAD is answered from the stored GET; bodies are not keys
+
+    def unstorable_reason(
+        self,
+        route: RouteConfig,
+        request_headers: Mapping[str, str],
+        status: int,
+        headers: Mapping[str, str],
+    ) -> str | None:
+        return uncacheable_reason(route, status, headers) or http_cache.unstorable_reason(
+            request_headers, headers
+        )
+
+    def entry(
+        self,
+        route: RouteConfig,
+        request_headers: Mapping[str, str],
+        path_qs: str,
+        status: int,
+        headers: MultiMapping[str],
+        body: bytes,
+        times: tuple[float, float],
+    ) -> CachedResponse:
+        request_time, response_time = times
+        fresh = http_cache.freshness(headers, route.ttl, request_time, response_time)
+        directives = cache_control(headers.get("Cache-Control"))
+        swr = max(route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate"))
+        sie = max(route.stale_if_error, _seconds(directives, "stale-if-error"))
+        has_validators = bool(http_cache.validators(headers))
+        names = http_cache.vary_names(headers)
+        return CachedResponse(
+            status=status,
+            headers=storable_headers(headers),
+            body=body,
+            stored_at=response_time - fresh.initial_age,
+            ttl=fresh.lifetime,
+            stale_while_revalidate=swr if fresh.stale_allowed else 0.0,
+            stale_if_error=sie if fresh.stale_allowed else 0.0,
+            keep_stale=route.ttl if has_validators else 0.0,
+            tags=(*surrogate_keys(headers), http_cache.uri_tag(path_qs)),
+            route=route.name,
+            vary=http_cache.vary_values(names, request_headers),
+        )
+
+
+MODES: dict[str, JsonMode] = {"json": JsonMode(), "http": HttpMode()}
+
+
+def _seconds(directives: dict[str, str | None], name: str) -> float:
+    value = directives.get(name)
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
