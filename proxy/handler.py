@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +26,7 @@ from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.errors import UpstreamError
 from core.keys import RequestKey, derive_key, variant_key
+from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
 from core.policy import Decision, may_share
 from core.singleflight import SingleFlight
@@ -66,22 +67,35 @@ class ProxyHandler:
         self._refreshing: set[str] = set()
         self._flights: SingleFlight[Buffered | Streaming] = SingleFlight()
         self._timers: dict[tuple[str, str], object] = {}
+        self._access_log = access_enabled()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = self._routes.match(request.method, request.path)
-        result = "pass"
+        result, response = "pass", None
         try:
             if route is None:
-                return await self._pass_through(request, NO_ROUTE, "fwd=bypass")
-            result, response = await self._handle_route(request, route)
-            return response
+                response = await self._pass_through(request, NO_ROUTE, "fwd=bypass")
+            else:
+                result, response = await self._handle_route(request, route)
         except UpstreamError as exc:
             result = "error"
-            return _error_response(exc, "fwd=miss" if route is not None else "fwd=bypass")
+            response = _error_response(exc, "fwd=miss" if route is not None else "fwd=bypass")
         finally:
             name = route.name if route is not None else NO_ROUTE
-            self._timer(name, result).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._timer(name, result).observe(elapsed)
+            if self._access_log:
+                status = response.status if response is not None else 499  # client went away
+                access_line(
+                    method=request.method,
+                    path=request.path,
+                    route=name,
+                    cache=result,
+                    status=status,
+                    duration=elapsed,
+                )
+        return response
 
     async def _handle_route(
         self, request: web.Request, route: RouteConfig
@@ -108,7 +122,8 @@ class ProxyHandler:
         )
         now = time.time()
         if hit is not None and hit.entry.is_fresh(now):
-            self._maybe_refresh_ahead(self._outgoing(request, route, key, body), hit.entry, now)
+            if _refresh_ahead_due(route, hit.entry, now):
+                self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
             self._count_hit(route, hit)
             return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(
                 request, route, hit
@@ -312,14 +327,6 @@ class ProxyHandler:
             answer.response.release()
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
-    def _maybe_refresh_ahead(self, outgoing: Outgoing, entry: CachedResponse, now: float) -> None:
-        """Probabilistic early refresh: inside the last ``refresh_ahead`` seconds of the TTL
-        the chance rises linearly to 1, so replicas spread their refreshes out."""
-        window = outgoing.route.refresh_ahead
-        remaining = entry.expires_at - now
-        if window > 0 and remaining < window and random.random() > remaining / window:
-            self._refresh_in_background(replace(outgoing, stale=entry))
-
     async def _pass_through(
         self, request: web.Request, route_name: str, fwd: str
     ) -> web.StreamResponse:
@@ -348,6 +355,14 @@ class ProxyHandler:
             timer = self._metrics.request_duration.labels(route, result)
             self._timers[(route, result)] = timer
         return timer
+
+
+def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) -> bool:
+    """Probabilistic early refresh: inside the last ``refresh_ahead`` seconds of the TTL the
+    chance rises linearly to 1, so replicas spread their refreshes out."""
+    window = route.refresh_ahead
+    remaining = entry.expires_at - now
+    return window > 0 and remaining < window and random.random() > remaining / window
 
 
 def _answer_hit(request: web.Request, route: RouteConfig, hit: Hit, fwd: str = "") -> web.Response:
