@@ -32,11 +32,14 @@ async def test_metrics_parse_and_show_requests_by_route_and_cache_result(
     assert _value(duration, count, route="select", cache="miss") == 1
     assert _value(duration, count, route="select", cache="hit") == 2
     assert _value(duration, count, route="none", cache="pass") == 1
-    assert _value(
-        duration, "sidecache_request_duration_seconds_bucket", route="select", le="+Inf"
-    ) == 3
+    assert (
+        _value(duration, "sidecache_request_duration_seconds_bucket", route="select", le="+Inf")
+        == 3
+    )
     upstream_duration = metrics["sidecache_upstream_duration_seconds"]
-    assert _value(upstream_duration, "sidecache_upstream_duration_seconds_count", route="select") == 1
+    assert (
+        _value(upstream_duration, "sidecache_upstream_duration_seconds_count", route="select") == 1
+    )
     operations = metrics["sidecache_cache_operations"]
     total = "sidecache_cache_operations_total"
     assert _value(operations, total, tier="l1", op="get", result="hit") == 2

@@ -244,9 +244,7 @@ async def test_a_request_with_no_store_bypasses_the_cache(make_proxy, upstream):
     assert upstream.calls["/agents/select"] == 2
 
 
-async def test_a_request_with_no_cache_skips_the_lookup_but_stores_the_answer(
-    make_proxy, upstream
-):
+async def test_a_request_with_no_cache_skips_the_lookup_but_stores_the_answer(make_proxy, upstream):
     proxy = await make_proxy()
     await proxy.client.post("/agents/select", json={"task": "x"})
     refreshed = await proxy.client.post(

@@ -24,9 +24,7 @@ async def test_upstream_unreachable_is_a_502_json_error(make_proxy, upstream):
     assert response.status == 502
     assert body["error"] == "upstream_unreachable"
     assert body["detail"]
-    assert response.headers["Cache-Status"] == (
-        "sidecache; fwd=miss; detail=upstream_unreachable"
-    )
+    assert response.headers["Cache-Status"] == ("sidecache; fwd=miss; detail=upstream_unreachable")
     passthrough = await proxy.client.get("/other")
     assert passthrough.status == 502
 

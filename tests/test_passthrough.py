@@ -99,6 +99,8 @@ async def test_compressed_bodies_pass_through_without_being_decoded(make_proxy, 
     packed = gzip.compress(b'{"hello": "world"}')
     upstream.canned["/gz"] = Canned(200, {"Content-Encoding": "gzip"}, packed)
     proxy = await make_proxy()
-    response = await proxy.client.get("/gz", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    response = await proxy.client.get(
+        "/gz", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
     assert response.headers["Content-Encoding"] == "gzip"
     assert await response.read() == packed
