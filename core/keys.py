@@ -62,6 +62,39 @@ def derive_key(
     return RequestKey(key, tenant, text, scope)
 
 
+class KeyCache:
+    """``derive_key`` remembered for repeated identical requests, the common case of a cache
+    hit: the same bytes always give the same key, so the JSON work is done once. Only small
+    bodies are remembered, and the memo is emptied when full, so it stays a few MiB."""
+
+    def __init__(self, size: int = 4096, max_body: int = 2048) -> None:
+        self._size = size
+        self._max_body = max_body
+        self._memo: dict[tuple[Any, ...], RequestKey] = {}
+
+    def derive(
+        self,
+        route: RouteConfig,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        generation: int = 0,
+    ) -> RequestKey:
+        if len(body) > self._max_body:
+            return derive_key(route, method, path, query_string, headers, body, generation)
+        header_values = tuple(headers.get(name) for name in (*route.vary, *route.tenant.headers))
+        memo = (route.name, generation, method, path, query_string, header_values, body)
+        key = self._memo.get(memo)
+        if key is None:
+            key = derive_key(route, method, path, query_string, headers, body, generation)
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            self._memo[memo] = key
+        return key
+
+
 def canonical_json(document: Any) -> bytes:
     """One byte string per JSON value: key order and whitespace do not matter."""
     return json.dumps(
@@ -98,15 +131,14 @@ def _parse_json(body: bytes) -> Any:
     if not body:
         return _MISSING
     try:
-        document = json.loads(body)
+        return json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return _MISSING
-    # NaN/Infinity parse but cannot be written back canonically: key them as raw bytes.
-    try:
-        canonical_json(document)
-    except ValueError:
-        return _MISSING
-    return document
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity parse but cannot be written back canonically: key such bodies raw.
+    raise ValueError(f"{name} has no canonical JSON form")
 
 
 def _pop_path(document: Any, dotted: str) -> Any:
@@ -123,12 +155,11 @@ def _pop_path(document: Any, dotted: str) -> Any:
 
 
 def _digest(parts: list[str | bytes]) -> str:
-    h = hashlib.blake2b(digest_size=20)
+    chunks = []
     for part in parts:
         raw = part.encode() if isinstance(part, str) else part
-        h.update(len(raw).to_bytes(8, "big"))
-        h.update(raw)
-    return h.hexdigest()
+        chunks += (len(raw).to_bytes(8, "big"), raw)
+    return hashlib.blake2b(b"".join(chunks), digest_size=20).hexdigest()
 
 
 def variant_key(key: str, vary: tuple[tuple[str, str], ...]) -> str:

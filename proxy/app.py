@@ -1,4 +1,4 @@
-"""Wiring: the proxy app and the admin app around one runtime, and serving them."""
+"""Wiring: the proxy server and the admin app around one runtime, and serving them."""
 
 from __future__ import annotations
 
@@ -18,12 +18,27 @@ from proxy.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def build_proxy_app(runtime: Runtime) -> web.Application:
-    """The client-facing app. It owns the runtime's lifecycle (``cleanup_ctx``)."""
-    app = web.Application(client_max_size=0)
-    app[RUNTIME] = runtime
+def build_proxy_server(runtime: Runtime) -> web.Server:
+    """The client-facing server: every request goes to one handler, with no router or
+    application machinery in the way (the hit path pays only for what it uses). A client
+    that goes away cancels its handler."""
     handler = ProxyHandler(runtime)
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    body_limit = max((route.max_body_size for route in runtime.config.routes), default=0)
+    loop = asyncio.get_running_loop()
+
+    def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
+        # Cacheable bodies are read whole up to their route's limit; others are streamed.
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=body_limit + 1
+        )
+
+    return web.Server(handler.handle, request_factory=make_request, handler_cancellation=True)
+
+
+def build_admin(runtime: Runtime) -> web.Application:
+    """The admin app; it owns the runtime's lifecycle (``cleanup_ctx``), so it is set up
+    before the proxy port opens and cleaned up after the proxy port has drained."""
+    app = build_admin_app(runtime)
     app.cleanup_ctx.append(_runtime_lifecycle)
     return app
 
@@ -35,12 +50,6 @@ async def _runtime_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.close()
 
 
-def runner_options(config: Config) -> dict[str, object]:
-    """Server options for the proxy port, shared by ``serve`` and the tests: a client that
-    goes away cancels its handler, and shutdown waits ``drain_timeout`` for the rest."""
-    return {"handler_cancellation": True, "shutdown_timeout": config.server.drain_timeout}
-
-
 async def serve(config: Config) -> None:
     """Serve the proxy and admin ports until SIGTERM or SIGINT, then drain:
 
@@ -49,12 +58,12 @@ async def serve(config: Config) -> None:
     background refreshes get ``drain_timeout`` to finish. A second signal skips the delay.
     """
     runtime = Runtime(config)
-    proxy_runner = web.AppRunner(
-        build_proxy_app(runtime), access_log=None, **runner_options(config)
+    admin_runner = web.AppRunner(build_admin(runtime), access_log=None)
+    await admin_runner.setup()  # starts the runtime
+    proxy_runner = web.ServerRunner(
+        build_proxy_server(runtime), shutdown_timeout=config.server.drain_timeout
     )
-    admin_runner = web.AppRunner(build_admin_app(runtime), access_log=None)
     await proxy_runner.setup()
-    await admin_runner.setup()
     server = config.server
     await web.TCPSite(proxy_runner, server.host, server.port, reuse_port=server.workers > 1).start()
     await web.TCPSite(admin_runner, server.admin_host, server.admin_port).start()
@@ -82,6 +91,6 @@ async def serve(config: Config) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signals.get(), server.drain_delay)
     finally:
-        await proxy_runner.cleanup()  # stops listening, waits for in-flight, closes runtime
-        await admin_runner.cleanup()
+        await proxy_runner.cleanup()  # stops listening, waits for in-flight requests
+        await admin_runner.cleanup()  # background work, then the runtime's connections
         log.info("stopped")

@@ -25,7 +25,7 @@ from core.cache import Hit
 from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.errors import UpstreamError
-from core.keys import RequestKey, derive_key, variant_key
+from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
 from core.policy import Decision, may_share
@@ -68,8 +68,9 @@ class ProxyHandler:
         self._flights: SingleFlight[Buffered | Streaming] = SingleFlight()
         self._timers: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
+        self._keys = KeyCache()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         route = self._routes.match(request.method, request.path)
         result, response = "pass", None
@@ -98,7 +99,7 @@ class ProxyHandler:
         return response
 
     async def _handle_route(
-        self, request: web.Request, route: RouteConfig
+        self, request: web.BaseRequest, route: RouteConfig
     ) -> tuple[str, web.StreamResponse]:
         mode = MODES[route.mode]
         body_size = request.content_length if request.body_exists else 0
@@ -108,7 +109,7 @@ class ProxyHandler:
 
         body = await request.read()
         method, keyed_body = mode.keyed_request(request.method, body)
-        key = derive_key(
+        key = self._keys.derive(
             route,
             method,
             request.rel_url.raw_path,  # as sent: %2F and / are different paths
@@ -138,7 +139,7 @@ class ProxyHandler:
 
     async def _forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: RouteConfig,
         key: RequestKey,
         body: bytes,
@@ -166,7 +167,7 @@ class ProxyHandler:
 
     def _outgoing(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: RouteConfig,
         key: RequestKey,
         body: bytes,
@@ -271,7 +272,7 @@ class ProxyHandler:
 
     async def _answer_fetched(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         outgoing: Outgoing,
         answer: Buffered | Streaming,
         joined: bool,
@@ -328,7 +329,7 @@ class ProxyHandler:
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
     async def _pass_through(
-        self, request: web.Request, route_name: str, fwd: str
+        self, request: web.BaseRequest, route_name: str, fwd: str
     ) -> web.StreamResponse:
         body = request.content if request.body_exists else None
         upstream = await self._upstream.open(
@@ -338,7 +339,7 @@ class ProxyHandler:
             self._invalidate_uris(request, upstream)
         return await _stream(request, upstream, b"", fwd)
 
-    def _invalidate_uris(self, request: web.Request, upstream: aiohttp.ClientResponse) -> None:
+    def _invalidate_uris(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
         its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
         if self._routes.http_route(request.path) is None:
@@ -365,7 +366,9 @@ def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) ->
     return window > 0 and remaining < window and random.random() > remaining / window
 
 
-def _answer_hit(request: web.Request, route: RouteConfig, hit: Hit, fwd: str = "") -> web.Response:
+def _answer_hit(
+    request: web.BaseRequest, route: RouteConfig, hit: Hit, fwd: str = ""
+) -> web.Response:
     entry = hit.entry
     headers = _replay(entry.headers)
     headers[CACHE_STATUS] = f"sidecache; hit; {fwd}detail={hit.tier}"
@@ -406,7 +409,7 @@ def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 async def _stream(
-    request: web.Request, upstream: aiohttp.ClientResponse, prefix: bytes, fwd: str
+    request: web.BaseRequest, upstream: aiohttp.ClientResponse, prefix: bytes, fwd: str
 ) -> web.StreamResponse:
     """Relay an upstream response to the client chunk by chunk as it arrives."""
     try:

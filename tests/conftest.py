@@ -16,12 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
 from core.config import config_from_dict
 from examples.embedded import PostgresServer, RedisServer, free_port, redis_cli
-from proxy.admin import build_admin_app
-from proxy.app import build_proxy_app, runner_options
+from proxy.app import build_admin, build_proxy_server
 from proxy.runtime import Runtime
 from tests.upstream import FakeUpstream
 
@@ -113,18 +113,29 @@ async def make_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
             overrides,
         )
         runtime = Runtime(config_from_dict(data))
-        app = build_proxy_app(runtime)
-        proxy = TestClient(TestServer(app, host="127.0.0.1", **runner_options(runtime.config)))
-        admin = TestClient(TestServer(build_admin_app(runtime), host="127.0.0.1"))
+        admin = TestClient(TestServer(build_admin(runtime), host="127.0.0.1"))
+        await admin.start_server()  # starts the runtime
+        clients.append(admin)
+        proxy = TestClient(ProxyTestServer(runtime))
         await proxy.start_server()
         clients.append(proxy)
-        await admin.start_server()
-        clients.append(admin)
         return Proxy(runtime, proxy, admin)
 
     yield make
-    for client in reversed(clients):
+    for client in reversed(clients):  # the proxy port drains before the runtime closes
         await client.close()
+
+
+class ProxyTestServer(BaseTestServer):
+    """The proxy port as ``sidecache run`` serves it, on a free loopback port."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(host="127.0.0.1")
+        self._runtime = runtime
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        drain = self._runtime.config.server.drain_timeout
+        return web.ServerRunner(build_proxy_server(self._runtime), shutdown_timeout=drain)
 
 
 @dataclass
