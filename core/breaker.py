@@ -40,6 +40,14 @@ class CircuitBreaker:
         """True while the circuit is closed (the tier is believed healthy)."""
         return self._opened_at is None
 
+    @property
+    def skipping(self) -> bool:
+        """True while calls are refused (open, and not yet time for a probe). Unlike
+        ``allow`` it claims nothing, so callers can check it cheaply before queueing."""
+        if self._opened_at is None:
+            return False
+        return self._probing or self._clock() - self._opened_at < self._config.open_for
+
     def allow(self) -> bool:
         """Whether a call may go out now (closed, or the one probe of an open circuit)."""
         if self._opened_at is None:

@@ -119,11 +119,11 @@ class CachedResponse:
             raise EntryFormatError("bad magic")
         if version != VERSION:
             raise EntryFormatError(f"unsupported entry version {version}")
-        payload = memoryview(blob)[_PREFIX.size :]
+        payload, start = bytes(blob), _PREFIX.size
         if flags & FLAG_COMPRESSED:
-            payload = memoryview(_decompress(payload))
+            payload, start = _decompress(memoryview(payload)[start:]), 0
         try:
-            return _Reader(payload).entry()
+            return _Reader(payload, start).entry()
         except (struct.error, UnicodeDecodeError, ValueError) as exc:
             raise EntryFormatError(f"corrupt entry: {exc}") from exc
 
@@ -155,30 +155,31 @@ def _decompress(data: memoryview) -> bytes:
 
 
 class _Reader:
-    """Reads one payload front to back; any overrun is a struct.error or ValueError."""
+    """Reads one payload front to back from ``start``; any overrun is a struct.error or
+    ValueError. (Plain bytes and offsets: this runs on every L2 hit.)"""
 
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: bytes, start: int) -> None:
         self.data = data
-        self.pos = 0
-
-    def _take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise ValueError("truncated")
-        chunk = bytes(self.data[self.pos : end])
-        self.pos = end
-        return chunk
+        self.pos = start
 
     def _unpack(self, fmt: struct.Struct) -> tuple:
         values = fmt.unpack_from(self.data, self.pos)
         self.pos += fmt.size
         return values
 
+    def _sized(self, length: struct.Struct) -> bytes:
+        (size,) = length.unpack_from(self.data, self.pos)
+        start = self.pos + length.size
+        self.pos = start + size
+        if self.pos > len(self.data):
+            raise ValueError("truncated")
+        return self.data[start : self.pos]
+
     def _bytes16(self) -> bytes:
-        return self._take(self._unpack(_U16)[0])
+        return self._sized(_U16)
 
     def _bytes32(self) -> bytes:
-        return self._take(self._unpack(_U32)[0])
+        return self._sized(_U32)
 
     def entry(self) -> CachedResponse:
         status, stored_at, ttl, swr, sie, keep = self._unpack(_FIXED)

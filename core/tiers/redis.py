@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -16,6 +17,7 @@ from core.config import L2Config
 from core.entry import CachedResponse
 from core.errors import EntryFormatError, TierUnavailable
 from core.metrics import Metrics
+from core.tiers.batching import ReadBatcher
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class RedisTier:
         self._metrics = metrics
         self._prefix = config.key_prefix
         self.client = connect(config)
+        self._reads = ReadBatcher(self._get_many)
+        self._counters: dict[tuple[str, str], Any] = {}
         self.breaker = CircuitBreaker("l2", config.breaker, metrics.tier_changed)
         metrics.tier_changed("l2", True)
 
@@ -51,8 +55,11 @@ class RedisTier:
         await self.client.aclose()
 
     async def get(self, key: str) -> CachedResponse | None:
+        if self.breaker.skipping:  # an open circuit answers at once, without queueing
+            self._count("get", "skipped")
+            return None
         try:
-            blob = await self.breaker.call(lambda: self.client.get(self._prefix + key))
+            blob = await self._reads.get(self._prefix + key)
         except TierUnavailable as exc:
             self._count("get", "error")
             log.debug("l2 get skipped: %s", exc)
@@ -70,6 +77,12 @@ class RedisTier:
             return None
         self._count("get", "hit")
         return entry
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        """One round trip for a batch of reads (per slot on a cluster)."""
+        if isinstance(self.client, redis.RedisCluster):
+            return await self.breaker.call(lambda: self.client.mget_nonatomic(keys))
+        return await self.breaker.call(lambda: self.client.mget(keys))
 
     async def set(self, key: str, entry: CachedResponse) -> None:
         """Store the entry and index it under each of its tags. Every command names one key
@@ -155,7 +168,12 @@ class RedisTier:
         return f"{self._prefix}{_GENERATION}{route}"
 
     def _count(self, op: str, result: str) -> None:
-        self._metrics.cache_operations.labels("l2", op, result).inc()
+        counter = self._counters.get((op, result))
+        if counter is None:  # a handful of (op, result) pairs: bind each label set once
+            counter = self._counters[op, result] = self._metrics.cache_operations.labels(
+                "l2", op, result
+            )
+        counter.inc()
 
 
 def connect(config: L2Config) -> redis.Redis | redis.RedisCluster:
