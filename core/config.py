@@ -464,6 +464,11 @@ def _check(config: Config) -> None:
             raise ConfigError(f"server.{name}: expected a port 0-65535, got {port}")
     if config.server.workers < 1:
         raise ConfigError(f"server.workers: expected at least 1, got {config.server.workers}")
+    if config.server.workers > 1 and config.cache.l1.enabled and not config.cache.l2.url:
+        raise ConfigError(
+            "server.workers: more than one worker needs cache.l2.url (Redis carries purges "
+            "to every worker's L1), or cache.l1.enabled: false"
+        )
     if config.cache.l1.max_entries < 1:
         raise ConfigError("cache.l1.max_entries: expected at least 1")
     _check_monitor(config.monitor)

@@ -6,7 +6,11 @@ reasons. Never a key or a path.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample
 
 #: Values of the ``cache`` label of request metrics.
 CACHE_RESULTS = ("hit", "stale", "semantic", "miss", "bypass", "pass", "error")
@@ -32,9 +36,15 @@ _LATENCY_BUCKETS = (
 
 
 class Metrics:
-    """The metric objects of one sidecache process, registered in their own registry."""
+    """The metric objects of one sidecache process, registered in their own registry.
+
+    With ``server.workers`` > 1 every worker process writes its values to files under
+    ``PROMETHEUS_MULTIPROC_DIR`` and ``view()`` adds them up (gauges as their
+    ``multiprocess_mode`` says), so ``/metrics`` and ``/stats`` show the whole server.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
@@ -85,12 +95,14 @@ class Metrics:
             "sidecache_cache_entries",
             "Entries held by a tier (tiers that can count them cheaply).",
             ["tier"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.cache_bytes = Gauge(
             "sidecache_cache_bytes",
             "Bytes held by a tier (tiers that can count them cheaply).",
             ["tier"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.corrupt_entries = Counter(
@@ -109,6 +121,7 @@ class Metrics:
             "sidecache_tier_available",
             "1 when a remote tier is in use, 0 while its circuit breaker skips it.",
             ["tier"],
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.semantic_embed_duration = Histogram(
@@ -140,32 +153,38 @@ class Metrics:
             "sidecache_system_cpu_ratio",
             "CPU use as a ratio of one core (process) or of all cores (host).",
             ["scope"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.system_memory = Gauge(
             "sidecache_system_memory_bytes",
             "Resident memory of the process, or used memory of the host.",
             ["scope"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.health_score = Gauge(
             "sidecache_health_score",
             "Health score from 0 (bad) to 100 (good); see README for the formula.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.system_open_fds = Gauge(
             "sidecache_system_open_fds",
             "File descriptors the process holds open.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.system_max_fds = Gauge(
             "sidecache_system_max_fds",
             "Soft limit on the process's open file descriptors.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.system_disk_usage = Gauge(
             "sidecache_system_disk_usage_ratio",
             "Used share of the filesystem holding monitor.disk_path.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.system_disk_io = Counter(
@@ -181,6 +200,19 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+
+    def view(self) -> CollectorRegistry:
+        """The registry to expose: this process's, or every worker's added up."""
+        if not self.multiprocess:
+            return self.registry
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)
+        return combined
+
+    def families(self) -> dict[str, list[Sample]]:
+        """Every metric family's samples by family name (counters without ``_total``), over
+        all workers: what ``/stats`` and the health score read."""
+        return {family.name: family.samples for family in self.view().collect()}
 
     def tier_changed(self, tier: str, available: bool) -> None:
         """Circuit-breaker callback: record a tier going out of or back into service."""

@@ -365,18 +365,18 @@ class SystemMonitor:
     def _read_traffic(self) -> _Traffic:
         requests = 0.0
         buckets: dict[float, float] = {}
-        for family in self._metrics.request_duration.collect():
-            for sample in family.samples:
-                if sample.name.endswith("_count"):
-                    requests += sample.value
-                elif sample.name.endswith("_bucket") and sample.labels.get("cache") != "pass":
-                    bound = float(sample.labels["le"])
-                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
-        errors = 0.0
-        for family in self._metrics.upstream_errors.collect():
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    errors += sample.value
+        families = self._metrics.families()
+        for sample in families.get("sidecache_request_duration_seconds", []):
+            if sample.name.endswith("_count"):
+                requests += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("cache") != "pass":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        errors = sum(
+            sample.value
+            for sample in families.get("sidecache_upstream_errors", [])
+            if sample.name.endswith("_total")
+        )
         return _Traffic(self._clock(), requests, errors, tuple(sorted(buckets.items())))
 
     def _window_rates(self, now: _Traffic) -> tuple[int, float, float | None]:

@@ -32,7 +32,7 @@ def build_admin_app(runtime: Runtime) -> web.Application:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     runtime.refresh_gauges()
-    body = generate_latest(runtime.metrics.registry)
+    body = generate_latest(runtime.metrics.view())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -32,7 +32,12 @@ def build_proxy_server(runtime: Runtime) -> web.Server:
             message, payload, protocol, writer, task, loop, client_max_size=body_limit + 1
         )
 
-    return web.Server(handler.handle, request_factory=make_request, handler_cancellation=True)
+    return web.Server(
+        handler.handle,
+        request_factory=make_request,
+        handler_cancellation=True,
+        access_log=None,  # the JSON access log (logging.access_log) is written by the handler
+    )
 
 
 def build_admin(runtime: Runtime) -> web.Application:
@@ -50,14 +55,18 @@ async def _runtime_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.close()
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, worker: int = 0) -> None:
     """Serve the proxy and admin ports until SIGTERM or SIGINT, then drain:
 
     ``/readyz`` turns 503 at once; the proxy keeps serving for ``drain_delay`` (so the
     endpoint removal reaches every client), then stops accepting; in-flight requests and
     background refreshes get ``drain_timeout`` to finish. A second signal skips the delay.
+
+    With ``server.workers`` > 1 each worker process shares the proxy port (SO_REUSEPORT);
+    worker 0 also serves the admin port and runs the system monitor.
     """
-    runtime = Runtime(config)
+    primary = worker == 0
+    runtime = Runtime(config, primary=primary)
     admin_runner = web.AppRunner(build_admin(runtime), access_log=None)
     await admin_runner.setup()  # starts the runtime
     proxy_runner = web.ServerRunner(
@@ -66,9 +75,11 @@ async def serve(config: Config) -> None:
     await proxy_runner.setup()
     server = config.server
     await web.TCPSite(proxy_runner, server.host, server.port, reuse_port=server.workers > 1).start()
-    await web.TCPSite(admin_runner, server.admin_host, server.admin_port).start()
+    if primary:
+        await web.TCPSite(admin_runner, server.admin_host, server.admin_port).start()
     log.info(
-        "sidecache listening on %s:%d (admin %s:%d) → %s",
+        "sidecache worker %d listening on %s:%d (admin %s:%d) → %s",
+        worker,
         server.host,
         server.port,
         server.admin_host,

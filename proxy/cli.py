@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--admin-port", type=int, help="admin port (overrides server.admin_port)")
     run.add_argument("--redis-url", help='Redis URL for L2; "" disables L2 (cache.l2.url)')
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (logging.level)")
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
@@ -40,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sidecache: config error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging)
+    if config.server.workers > 1 and args.worker is None:
+        from proxy.workers import supervise
+
+        return supervise(sys.argv[1:] if argv is None else argv, config.server.workers)
     _use_uvloop()
     from proxy.app import serve  # aiohttp is imported only when serving
 
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, worker=args.worker or 0))
     return 0
 
 

@@ -3,6 +3,7 @@ shutdown. Both the proxy app and the admin app use the same runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     """The process's resources: metrics, tiers, the upstream session."""
 
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, primary: bool = True
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.routes = RouteTable(config.routes)
@@ -55,9 +58,10 @@ class Runtime:
             self.purger.bus = self.bus
         self.monitor = (
             SystemMonitor(config.monitor, self.metrics, self.tiers_available)
-            if config.monitor.enabled
+            if config.monitor.enabled and primary
             else None
         )
+        self._gauges: asyncio.Task[None] | None = None
 
     def _semantic_tier(self, config: Config) -> SemanticTier | None:
         """The semantic tier, when a store is configured and some route opts in."""
@@ -74,8 +78,13 @@ class Runtime:
             await self.bus.start()
         if self.monitor is not None:
             await self.monitor.start()
+        if self.metrics.multiprocess:
+            # Another worker answers the scrape: keep this one's L1 gauges current.
+            self._gauges = asyncio.ensure_future(self._refresh_gauges_every(1.0))
 
     async def close(self) -> None:
+        if self._gauges is not None:
+            self._gauges.cancel()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.refreshes.wait(self.config.server.drain_timeout)
@@ -93,6 +102,11 @@ class Runtime:
         """The configured remote tiers and whether each is in use (not skipped by its breaker)."""
         tiers = {"l2": self.l2, "semantic": self.semantic}
         return {name: tier.available for name, tier in tiers.items() if tier is not None}
+
+    async def _refresh_gauges_every(self, seconds: float) -> None:
+        while True:
+            self.refresh_gauges()
+            await asyncio.sleep(seconds)
 
     def refresh_gauges(self) -> None:
         """Gauges read at scrape time rather than kept up to date on the hot path."""

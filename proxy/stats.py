@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client.samples import Sample
 
 from proxy.runtime import Runtime
 
@@ -15,11 +15,12 @@ HIT_RESULTS = ("hit", "stale", "semantic")
 
 
 def build_stats(runtime: Runtime) -> dict[str, Any]:
-    metrics = runtime.metrics
     runtime.refresh_gauges()
-    results = _counts(metrics.request_duration, "_count", ("route", "cache"))
-    hits_by_tier = _counts(metrics.cache_hits, "_total", ("route", "tier"))
-    coalesced = _counts(metrics.coalesced, "_total", ("route",))
+    families = runtime.metrics.families()
+    durations = families.get("sidecache_request_duration_seconds", [])
+    results = _counts(durations, "_count", ("route", "cache"))
+    hits_by_tier = _counts(families.get("sidecache_cache_hits", []), "_total", ("route", "tier"))
+    coalesced = _counts(families.get("sidecache_coalesced_requests", []), "_total", ("route",))
     routes: dict[str, dict[str, Any]] = {}
     for name in sorted({route for route, _ in results}):
         count = {result: results.get((name, result), 0) for result in _RESULTS}
@@ -44,10 +45,10 @@ def build_stats(runtime: Runtime) -> dict[str, Any]:
         "uptime_seconds": time.monotonic() - runtime.started_at,
         "requests_total": sum(route["requests"] for route in routes.values()),
         "routes": routes,
-        "tiers": _tiers(runtime, hits_by_tier),
+        "tiers": _tiers(runtime, families, hits_by_tier),
         "latency_ms": {
-            "hit": _percentiles(metrics.request_duration, HIT_RESULTS),
-            "miss": _percentiles(metrics.request_duration, ("miss",)),
+            "hit": _percentiles(durations, HIT_RESULTS),
+            "miss": _percentiles(durations, ("miss",)),
         },
         "health": runtime.monitor.health() if runtime.monitor is not None else {},
     }
@@ -56,8 +57,14 @@ def build_stats(runtime: Runtime) -> dict[str, Any]:
 _RESULTS = ("hit", "stale", "semantic", "miss", "bypass", "pass", "error")
 
 
-def _tiers(runtime: Runtime, hits_by_tier: dict[tuple[str, ...], float]) -> dict[str, Any]:
-    operations = _counts(runtime.metrics.cache_operations, "_total", ("tier", "op", "result"))
+def _tiers(
+    runtime: Runtime,
+    families: dict[str, list[Sample]],
+    hits_by_tier: dict[tuple[str, ...], float],
+) -> dict[str, Any]:
+    operations = _counts(
+        families.get("sidecache_cache_operations", []), "_total", ("tier", "op", "result")
+    )
     tiers: dict[str, Any] = {}
     for name, tier in (("l1", runtime.l1), ("l2", runtime.l2), ("semantic", runtime.semantic)):
         if tier is None:
@@ -74,22 +81,22 @@ def _tiers(runtime: Runtime, hits_by_tier: dict[tuple[str, ...], float]) -> dict
     return tiers
 
 
-def _counts(metric: Any, suffix: str, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+def _counts(
+    samples: list[Sample], suffix: str, labels: tuple[str, ...]
+) -> dict[tuple[str, ...], float]:
     out: dict[tuple[str, ...], float] = defaultdict(float)
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.name.endswith(suffix):
-                out[tuple(sample.labels[name] for name in labels)] += sample.value
+    for sample in samples:
+        if sample.name.endswith(suffix):
+            out[tuple(sample.labels[name] for name in labels)] += sample.value
     return out
 
 
-def _percentiles(histogram: Histogram, results: tuple[str, ...]) -> dict[str, float | None]:
+def _percentiles(samples: list[Sample], results: tuple[str, ...]) -> dict[str, float | None]:
     """p50 and p99 in milliseconds over every route, interpolated inside buckets."""
     buckets: dict[float, float] = defaultdict(float)
-    for family in histogram.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels["cache"] in results:
-                buckets[float(sample.labels["le"])] += sample.value
+    for sample in samples:
+        if sample.name.endswith("_bucket") and sample.labels["cache"] in results:
+            buckets[float(sample.labels["le"])] += sample.value
     bounds = sorted(buckets)
     total = buckets[bounds[-1]] if bounds else 0
     return {f"p{int(q * 100)}": _quantile(bounds, buckets, total, q) for q in (0.5, 0.99)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -198,7 +199,7 @@ async def _answers(url: str) -> bool:
 def redis_cluster() -> Iterator[str]:
     """A real 3-node Redis Cluster (no replicas) on loopback ports; yields a cluster URL."""
     cluster_args = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
-    nodes = [RedisServer(extra_args=cluster_args) for _ in range(3)]
+    nodes = [RedisServer(_cluster_port(), extra_args=cluster_args) for _ in range(3)]
     try:
         for node in nodes:
             node.start()
@@ -214,6 +215,22 @@ def redis_cluster() -> Iterator[str]:
     finally:
         for node in nodes:
             node.close()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too and below the ephemeral
+    range, so neither can be handed to a client socket meanwhile."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 >= 32768:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _wait_for_cluster_ok(port: int, timeout: float = 30.0) -> None:

@@ -50,7 +50,9 @@ class FakeUpstream:
         app.router.add_route("*", "/big", self._big)
         app.router.add_route("*", "/catalog/big", self._big)
         app.router.add_route("*", "/{tail:.*}", self._echo)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
