@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo bench test lint format clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,6 +14,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m examples.demo
+
+# wrk and nginx are used when installed (apt-get install wrk nginx); see bench/run.py.
+bench: $(STAMP)
+	$(PY) -m bench.run --out bench-results.json
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
