@@ -65,13 +65,18 @@ class TieredCache:
             for result in ("hit", "miss")
         }
 
-    def get_local(self, key: str) -> CachedResponse | None:
-        """L1 only, synchronous: the hot path."""
+    def get_local(self, key: str, count: bool = True) -> CachedResponse | None:
+        """L1 only, synchronous: the hot path. ``count=False`` leaves the hit/miss counting
+        to the caller (a lookup that may be repeated must not be counted twice)."""
         if self.l1 is None or not self.local_enabled:
             return None
         entry = self.l1.get_nowait(key)
-        self._l1_ops["miss" if entry is None else "hit"].inc()
+        if count:
+            self.count_local(entry is not None)
         return entry
+
+    def count_local(self, hit: bool) -> None:
+        self._l1_ops["hit" if hit else "miss"].inc()
 
     async def get_remote(self, key: str) -> Hit | None:
         """The remote exact tiers in order; a hit is promoted into L1."""

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.config import Config
 from proxy.admin import RUNTIME, build_admin_app
+from proxy.fastpath import FastPathServer
 from proxy.handler import ProxyHandler
 from proxy.runtime import Runtime
 
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def build_proxy_server(runtime: Runtime) -> web.Server:
-    """The client-facing server: every request goes to one handler, with no router or
-    application machinery in the way (the hit path pays only for what it uses). A client
-    that goes away cancels its handler."""
+    """The client-facing server: connections start on the L1 fast path
+    (``proxy/fastpath.py``); everything else goes to one handler, with no router or
+    application machinery in the way. A client that goes away cancels its handler."""
     handler = ProxyHandler(runtime)
     body_limit = max((route.max_body_size for route in runtime.config.routes), default=0)
     loop = asyncio.get_running_loop()
@@ -32,8 +33,8 @@ def build_proxy_server(runtime: Runtime) -> web.Server:
             message, payload, protocol, writer, task, loop, client_max_size=body_limit + 1
         )
 
-    return web.Server(
-        handler.handle,
+    return FastPathServer(
+        handler,
         request_factory=make_request,
         handler_cancellation=True,
         access_log=None,  # the JSON access log (logging.access_log) is written by the handler

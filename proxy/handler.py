@@ -28,7 +28,7 @@ from core.errors import UpstreamError
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
-from core.policy import Decision, may_share
+from core.policy import Decision, decide, may_share
 from core.singleflight import SingleFlight
 from proxy.forward import Buffered, Streaming, request_headers, response_headers
 from proxy.runtime import Runtime
@@ -67,6 +67,7 @@ class ProxyHandler:
         self._refreshing: set[str] = set()
         self._flights: SingleFlight[Buffered | Streaming] = SingleFlight()
         self._timers: dict[tuple[str, str], object] = {}
+        self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
         self._keys = KeyCache()
 
@@ -98,6 +99,47 @@ class ProxyHandler:
                 )
         return response
 
+    def fresh_l1_entry(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> tuple[RouteConfig, CachedResponse] | None:
+        """For the fast path (``proxy/fastpath.py``): the fresh L1 entry that answers this
+        request when answering needs nothing else — a ``json`` route, an ordinary lookup,
+        no refresh due. ``None`` means: let ``handle`` do it (nothing has been counted)."""
+        route = self._routes.match(method, path)
+        if route is None or route.mode != "json":
+            return None
+        if decide(route, headers, len(body)) is not Decision.LOOKUP:
+            return None
+        generation = self._generations.get(route.name)
+        key = self._keys.derive(route, method, path, query_string, headers, body, generation)
+        entry = self._cache.get_local(key.key, count=False)
+        now = time.time()
+        if entry is None or not entry.is_fresh(now) or _refresh_ahead_due(route, entry, now):
+            return None
+        return route, entry
+
+    def record_fast_hit(
+        self, route: RouteConfig, method: str, path: str, status: int, elapsed: float
+    ) -> None:
+        """Count a hit the fast path answered exactly as ``handle`` would have."""
+        self._cache.count_local(True)
+        self._count_hit(route, "l1")
+        self._timer(route.name, "hit").observe(elapsed)
+        if self._access_log:
+            access_line(
+                method=method,
+                path=path,
+                route=route.name,
+                cache="hit",
+                status=status,
+                duration=elapsed,
+            )
+
     async def _handle_route(
         self, request: web.BaseRequest, route: RouteConfig
     ) -> tuple[str, web.StreamResponse]:
@@ -125,13 +167,13 @@ class ProxyHandler:
         if hit is not None and hit.entry.is_fresh(now):
             if _refresh_ahead_due(route, hit.entry, now):
                 self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
-            self._count_hit(route, hit)
+            self._count_hit(route, hit.tier)
             return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(
                 request, route, hit
             )
         if hit is not None and hit.entry.may_serve_while_revalidating(now):
             self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
-            self._count_hit(route, hit)
+            self._count_hit(route, hit.tier)
             return "stale", _answer_hit(request, route, hit, "fwd=stale; ")
         if request.method == "HEAD":  # nothing stored to answer it from: just forward it
             return "miss", await self._pass_through(request, route.name, "fwd=miss")
@@ -158,10 +200,10 @@ class ProxyHandler:
         except UpstreamError as exc:
             if fallback is None:
                 raise
-            self._count_hit(route, fallback)
+            self._count_hit(route, fallback.tier)
             return "stale", _answer_stale_on_error(fallback, exc.reason)
         if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
-            self._count_hit(route, fallback)
+            self._count_hit(route, fallback.tier)
             return "stale", _answer_stale_on_error(fallback, f"status {answer.status}")
         return "miss", await self._answer_fetched(request, outgoing, answer, joined, fwd)
 
@@ -347,8 +389,12 @@ class ProxyHandler:
         for uri in http_cache.invalidated_uris(request.path_qs, upstream.headers):
             self._refreshes.spawn(self._purger.by_tag(http_cache.uri_tag(uri)))
 
-    def _count_hit(self, route: RouteConfig, hit: Hit) -> None:
-        self._metrics.cache_hits.labels(route.name, hit.tier).inc()
+    def _count_hit(self, route: RouteConfig, tier: str) -> None:
+        counter = self._hit_counters.get((route.name, tier))
+        if counter is None:
+            counter = self._metrics.cache_hits.labels(route.name, tier)
+            self._hit_counters[route.name, tier] = counter
+        counter.inc()
 
     def _timer(self, route: str, result: str):
         timer = self._timers.get((route, result))

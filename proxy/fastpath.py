@@ -1,0 +1,226 @@
+"""The L1 fast path of the proxy port.
+
+On a sidecar's hot routes most requests are repeats that L1 answers. For those, aiohttp's
+request objects, payload streams and response machinery cost more than the answer itself.
+So each connection starts on a thin protocol that reads requests itself: one it fully
+understands, whose fresh answer is in L1, is answered with a single write of a serialised
+response. Anything else (a miss, a stale entry, an HTTP-mode or pass-through route, a
+request with anything unusual in it) hands the connection, starting with the bytes of the
+request not yet answered, to aiohttp's own protocol for good.
+
+What "fully understands" means is deliberately narrow: ``HTTP/1.1``, a token method, an
+origin-form ASCII target without ``%``, dot segments or ``//``, ASCII headers with unique
+names and no whitespace before the colon, no ``Transfer-Encoding``, ``Expect``, ``Upgrade``
+or ``Connection: close``, and a single decimal ``Content-Length``. Everything else is
+aiohttp's to parse, accept or reject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from http import HTTPStatus
+
+from aiohttp import web
+
+from core.entry import CachedResponse
+from proxy.handler import ProxyHandler
+
+#: A request head or body bigger than this is not worth a fast look.
+MAX_HEAD = 16 * 1024
+MAX_BODY = 64 * 1024
+_REFUSED_HEADERS = ("transfer-encoding", "expect", "upgrade")
+_KEEP_ALIVE = ("", "keep-alive")
+_SET_HERE = ("content-length", "cache-status", "age")
+_ODD_TARGET = ("%", "#", "/.", "//")
+
+
+class FastPathServer(web.Server):
+    """``web.Server`` whose connections begin on the fast path."""
+
+    def __init__(self, handler: ProxyHandler, **kwargs: object) -> None:
+        super().__init__(handler.handle, **kwargs)
+        self.proxy = handler
+        self.fast_connections: set[FastConnection] = set()
+        self._wire: dict[int, tuple[CachedResponse, bytes, bytes]] = {}
+
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        return FastConnection(self)
+
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        return super().__call__()
+
+    def pre_shutdown(self) -> None:
+        # A fast connection is idle between requests (answers are written at once): close.
+        for connection in list(self.fast_connections):
+            connection.close()
+        super().pre_shutdown()
+
+    def wire(self, entry: CachedResponse) -> tuple[bytes, bytes]:
+        """Status line plus stored headers, and the body, serialised once per entry."""
+        known = self._wire.get(id(entry))
+        if known is not None and known[0] is entry:
+            return known[1], known[2]
+        try:
+            phrase = HTTPStatus(entry.status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP/1.1 {entry.status} {phrase}"]
+        lines += [f"{n}: {v}" for n, v in entry.headers if n.lower() not in _SET_HERE]
+        lines.append(f"Content-Length: {len(entry.body)}")
+        lines.append("Cache-Status: sidecache; hit; detail=l1")
+        head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        if len(self._wire) >= 4096:
+            self._wire.clear()
+        self._wire[id(entry)] = (entry, head, entry.body)
+        return head, entry.body
+
+
+class FastConnection(asyncio.Protocol):
+    """One client connection, answered from L1 until a request needs more."""
+
+    def __init__(self, server: FastPathServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self._server.fast_connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.fast_connections.discard(self)
+        self._transport = None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests.
+        self._paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()
+            self._answer_buffered()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._answer_buffered()
+
+    def _answer_buffered(self) -> None:
+        while self._buffer and not self._paused and self._transport is not None:
+            started = time.perf_counter()
+            parsed = _parse(self._buffer)
+            if parsed is None:  # incomplete: wait for more bytes
+                return
+            if parsed is _DELEGATE or not self._answer(parsed, started):
+                self._hand_over()
+                return
+            del self._buffer[: parsed.size]
+
+    def _answer(self, request: _Request, started: float) -> bool:
+        proxy = self._server.proxy
+        found = proxy.fresh_l1_entry(
+            request.method, request.path, request.query, request.headers, request.body
+        )
+        if found is None:
+            return False
+        route, entry = found
+        head, body = self._server.wire(entry)
+        age = int(entry.age(time.time()))
+        assert self._transport is not None
+        self._transport.writelines((head, b"Age: %d\r\n\r\n" % age, body))
+        elapsed = time.perf_counter() - started
+        proxy.record_fast_hit(route, request.method, request.path, entry.status, elapsed)
+        return True
+
+    def _hand_over(self) -> None:
+        """From now on aiohttp serves this connection, beginning with what is buffered."""
+        transport, self._transport = self._transport, None
+        self._server.fast_connections.discard(self)
+        if transport is None:
+            return
+        protocol = self._server.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._paused:
+            transport.resume_reading()
+        buffered, self._buffer = bytes(self._buffer), bytearray()
+        if buffered:
+            protocol.data_received(buffered)
+
+
+class _Request:
+    """A request the fast path may answer; ``size`` is its length in the buffer."""
+
+    __slots__ = ("body", "headers", "method", "path", "query", "size")
+
+    def __init__(
+        self, method: str, path: str, query: str, headers: _Headers, body: bytes, size: int
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.size = size
+
+
+class _Headers(dict[str, str]):
+    """Header names lowercased once; ``get`` is case-insensitive like aiohttp's."""
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+_DELEGATE = _Request("", "", "", _Headers(), b"", 0)
+
+
+def _parse(buffer: bytearray) -> _Request | None:
+    """The first request in ``buffer``; ``None`` if incomplete, ``_DELEGATE`` if not ours."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if end < 0:
+        return None if len(buffer) < MAX_HEAD else _DELEGATE
+    head = bytes(buffer[:end])
+    line_ends = head.count(b"\r\n")
+    if not head.isascii() or head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
+        return _DELEGATE  # a bare CR or LF: leave such requests to aiohttp's parser
+    request_line, *lines = head.decode("ascii").split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or parts[2] != "HTTP/1.1" or not parts[0].isalpha():
+        return _DELEGATE
+    method, target = parts[0], parts[1]
+    if (
+        method == "HEAD"
+        or not target.startswith("/")
+        or any(s in target for s in ("%", "#", "/.", "//"))
+    ):
+        return _DELEGATE
+    headers = _Headers()
+    for line in lines:
+        name, colon, value = line.partition(":")
+        lowered = name.lower()
+        if not colon or not name or name != name.strip() or lowered in headers:
+            return _DELEGATE
+        headers[lowered] = value.strip()
+    if any(name in headers for name in _REFUSED_HEADERS):
+        return _DELEGATE
+    if headers.get("connection", "").lower() not in _KEEP_ALIVE:
+        return _DELEGATE
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY:
+        return _DELEGATE
+    size = end + 4 + int(length)
+    if len(buffer) < size:
+        return None
+    path, _, query = target.partition("?")
+    return _Request(method, path, query, headers, bytes(buffer[end + 4 : size]), size)

@@ -1,0 +1,138 @@
+"""The L1 fast path: raw HTTP/1.1 on the proxy port, answered exactly as the handler would,
+and every request it does not fully understand left to aiohttp."""
+
+import asyncio
+
+import pytest
+
+from tests.upstream import echo_of
+
+SELECT = "/agents/select"
+BODY = b'{"task": "refund my order"}'
+
+
+def post(body: bytes = BODY, extra: bytes = b"", path: str = SELECT) -> bytes:
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: sidecache\r\n"
+        b"Content-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    status, *lines = head[:-4].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status.encode(), headers, body
+
+
+@pytest.fixture
+async def warm(make_proxy, upstream):
+    proxy = await make_proxy()
+    await proxy.client.post(SELECT, data=BODY, headers={"Content-Type": "application/json"})
+    return proxy
+
+
+async def connect(proxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", proxy.client.server.port)
+
+
+def counted(proxy, result: str) -> float:
+    return proxy.runtime.metrics.cache_operations.labels("l1", "get", result)._value.get()
+
+
+async def test_a_hit_is_answered_on_the_fast_path_like_the_handler_would(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(post())
+    status, headers, body = await read_response(reader)
+    writer.close()
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers["cache-status"] == "sidecache; hit; detail=l1"
+    assert headers["age"] == "0"
+    assert headers["content-type"].startswith("application/json")
+    assert echo_of(body)["n"] == 1
+    assert upstream.calls[SELECT] == 1
+    assert (counted(warm, "hit"), counted(warm, "miss")) == (1, 1)
+    stats = await (await warm.admin.get("/stats")).json()
+    assert stats["routes"]["select"]["by_tier"]["l1"] == 1
+
+
+async def test_pipelined_hits_are_answered_in_order(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(post() + post() + post())
+    answers = [await read_response(reader) for _ in range(3)]
+    writer.close()
+    assert [a[1]["cache-status"] for a in answers] == ["sidecache; hit; detail=l1"] * 3
+
+
+async def test_a_miss_after_a_hit_on_one_connection_goes_to_the_handler(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(post() + post(b'{"task": "something new"}') + post())
+    answers = [await read_response(reader) for _ in range(3)]
+    writer.close()
+    statuses = [a[1]["cache-status"] for a in answers]
+    assert statuses == [
+        "sidecache; hit; detail=l1",
+        "sidecache; fwd=miss; stored",
+        "sidecache; hit; detail=l1",
+    ]
+    assert upstream.calls[SELECT] == 2
+    assert counted(warm, "miss") == 2  # each lookup counted once, not again by the handler
+
+
+async def test_a_request_arriving_byte_by_byte_is_answered(warm, upstream):
+    reader, writer = await connect(warm)
+    for byte in post():
+        writer.write(bytes([byte]))
+        await writer.drain()
+    _status, headers, _ = await read_response(reader)
+    writer.close()
+    assert headers["cache-status"] == "sidecache; hit; detail=l1"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post(extra=b"Connection: close\r\n"),
+        b"POST /agents/select HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1b\r\n" + BODY + b"\r\n0\r\n\r\n",
+        post().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+        post(path="/agents/%73elect"),
+    ],
+    ids=["connection-close", "chunked", "http-1.0", "percent-encoded"],
+)
+async def test_unusual_requests_are_served_by_aiohttp(warm, upstream, request_bytes):
+    reader, writer = await connect(warm)
+    writer.write(request_bytes)
+    status, _headers, body = await read_response(reader)
+    writer.close()
+    assert status.split(b" ")[1] == b"200"
+    assert echo_of(body)["path"] == SELECT
+
+
+async def test_a_malformed_request_gets_aiohttps_400(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(b"POST /agents/select HTTP/1.1\r\nBad Header\r\nContent-Length: 0\r\n\r\n")
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status.split(b" ")[1] == b"400"
+    assert upstream.calls[SELECT] == 1
+
+
+async def test_head_is_not_answered_with_a_body(make_proxy, upstream):
+    proxy = await make_proxy(routes=[{"name": "any", "method": "*", "path": "/agents/**"}])
+    await proxy.client.get("/agents/list")
+    response = await proxy.client.head("/agents/list")
+    assert await response.read() == b""
+
+
+async def test_an_idle_fast_connection_is_closed_on_shutdown(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(post())
+    await read_response(reader)
+    await warm.client.close()
+    assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+    writer.close()
