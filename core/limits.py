@@ -8,8 +8,6 @@ a slot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from core.config import Config
 from core.errors import Overloaded
@@ -30,21 +28,25 @@ class UpstreamLimiter:
             if route.max_concurrency > 0
         }
 
-    @contextlib.asynccontextmanager
-    async def slot(self, route: str) -> AsyncIterator[None]:
+    async def acquire(self, route: str) -> tuple[asyncio.Semaphore, ...]:
+        """Take the route's slot (if it has a bound) and an overall one, waiting at most
+        ``queue_timeout`` in all; raises ``Overloaded``. Give them back with ``release``."""
         held: list[asyncio.Semaphore] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._timeout
             for semaphore in (self._per_route.get(route), self._overall):
-                if semaphore is None:
-                    continue
-                await self._acquire(semaphore, route, deadline - loop.time())
-                held.append(semaphore)
-            yield
-        finally:
-            for semaphore in held:
-                semaphore.release()
+                if semaphore is not None:
+                    await self._acquire(semaphore, route, deadline - loop.time())
+                    held.append(semaphore)
+        except BaseException:
+            self.release(held)
+            raise
+        return tuple(held)
+
+    def release(self, held: tuple[asyncio.Semaphore, ...] | list[asyncio.Semaphore]) -> None:
+        for semaphore in held:
+            semaphore.release()
 
     async def _acquire(self, semaphore: asyncio.Semaphore, route: str, wait: float) -> None:
         if not semaphore.locked():

@@ -106,8 +106,11 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         """Send a request and return once the response headers arrived. The upstream slot
         is held until then: a long stream does not count against the bound."""
-        async with self._limiter.slot(route):
+        held = await self._limiter.acquire(route)
+        try:
             return await self._send(route, method, path_qs, headers, body)
+        finally:
+            self._limiter.release(held)
 
     async def _send(
         self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
@@ -143,11 +146,14 @@ class Upstream:
     ) -> Buffered | Streaming:
         """Send a request and read the answer whole when it is at most ``max_size`` bytes and
         not an event stream; otherwise hand it back for streaming."""
-        async with self._limiter.slot(route):
+        held = await self._limiter.acquire(route)
+        try:
             response = await self._send(route, method, path_qs, headers, body or None)
-            return await self._read_answer(response, max_size)
+            return await self.read_answer(response, max_size)
+        finally:
+            self._limiter.release(held)
 
-    async def _read_answer(
+    async def read_answer(
         self, response: aiohttp.ClientResponse, max_size: int
     ) -> Buffered | Streaming:
         try:
