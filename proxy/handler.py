@@ -86,19 +86,10 @@ class ProxyHandler:
             result = "error"
             response = _error_response(exc, "fwd=miss" if route is not None else "fwd=bypass")
         finally:
+            status = response.status if response is not None else 499  # client went away
             name = route.name if route is not None else NO_ROUTE
             elapsed = time.perf_counter() - started
-            self._timer(name, result).observe(elapsed)
-            if self._access_log:
-                status = response.status if response is not None else 499  # client went away
-                access_line(
-                    method=request.method,
-                    path=request.path,
-                    route=name,
-                    cache=result,
-                    status=status,
-                    duration=elapsed,
-                )
+            self._record(request.method, request.path, name, result, status, elapsed)
         return response
 
     def fresh_l1_entry(
@@ -131,13 +122,19 @@ class ProxyHandler:
         """Count a hit the fast path answered exactly as ``handle`` would have."""
         self._cache.count_local(True)
         self._count_hit(route, "l1")
-        self._timer(route.name, "hit").observe(elapsed)
+        self._record(method, path, route.name, "hit", status, elapsed)
+
+    def _record(
+        self, method: str, path: str, route: str, result: str, status: int, elapsed: float
+    ) -> None:
+        """The request-duration metric and the access log line of one answered request."""
+        self._timer(route, result).observe(elapsed)
         if self._access_log:
             access_line(
                 method=method,
                 path=path,
-                route=route.name,
-                cache="hit",
+                route=route,
+                cache=result,
                 status=status,
                 duration=elapsed,
             )
