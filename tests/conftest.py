@@ -178,6 +178,16 @@ async def run_sidecache(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Sidec
                 await child.process.wait()
 
 
+def age_l1_entries(runtime: Runtime, seconds: float) -> None:
+    """Move every L1 entry ``seconds`` into the past: the test's clock, not the product's."""
+    l1 = runtime.l1
+    assert l1 is not None
+    for key in list(l1._cache.keys()):
+        entry = l1.get_nowait(key)
+        l1.delete_nowait(key)
+        l1.set_nowait(key, entry.with_times(entry.stored_at - seconds, entry.ttl))
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     """Poll an async check until it is true, failing the test at the deadline."""
     loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ import pytest
 from core.config import L1Config
 from core.entry import CachedResponse
 from core.tiers.memory import MemoryTier
+from tests.conftest import age_l1_entries
 from tests.upstream import Canned, echo_of
 
 SELECT_PATH = "/agents/select"
@@ -86,10 +87,7 @@ async def test_a_get_route_caches_by_path_and_normalised_query(make_proxy, upstr
 async def test_age_counts_seconds_since_the_entry_was_stored(make_proxy, upstream):
     proxy = await make_proxy()
     await proxy.client.post("/agents/select", json={"task": "aged"})
-    runtime = proxy.runtime
-    (key,) = list(runtime.l1._cache.keys())
-    entry = runtime.l1.get_nowait(key)
-    runtime.l1.set_nowait(key, entry.with_times(entry.stored_at - 42, entry.ttl))
+    age_l1_entries(proxy.runtime, 42)
     response = await proxy.client.post("/agents/select", json={"task": "aged"})
     assert response.headers["Age"] in ("42", "43")
 

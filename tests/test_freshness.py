@@ -3,18 +3,10 @@
 import asyncio
 import json
 
+from tests.conftest import age_l1_entries
 from tests.upstream import Canned, echo_of
 
 SELECT = "/agents/select"
-
-
-def age_entries(runtime, seconds: float) -> None:
-    """Move every L1 entry ``seconds`` into the past (the test's clock, not the product's)."""
-    l1 = runtime.l1
-    for key in list(l1._cache.keys()):
-        entry = l1.get_nowait(key)
-        l1.delete_nowait(key)
-        l1.set_nowait(key, entry.with_times(entry.stored_at - seconds, entry.ttl))
 
 
 def route(**options) -> list[dict]:
@@ -24,7 +16,7 @@ def route(**options) -> list[dict]:
 async def test_a_stale_entry_is_served_while_one_refresh_reaches_the_upstream(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_while_revalidate="1m"))
     await proxy.client.post(SELECT, json={"task": "hot"})
-    age_entries(proxy.runtime, 11)
+    age_l1_entries(proxy.runtime, 11)
     upstream.delay = 0.3
 
     responses = await asyncio.gather(
@@ -48,7 +40,7 @@ async def test_the_upstreams_stale_while_revalidate_directive_is_honoured(make_p
     )
     proxy = await make_proxy(routes=route())
     await proxy.client.post(SELECT, json={})
-    age_entries(proxy.runtime, 11)
+    age_l1_entries(proxy.runtime, 11)
     stale = await proxy.client.post(SELECT, json={})
     assert stale.headers["Cache-Status"] == "sidecache; hit; fwd=stale; detail=l1"
 
@@ -56,8 +48,8 @@ async def test_the_upstreams_stale_while_revalidate_directive_is_honoured(make_p
 async def test_past_every_window_an_entry_is_a_miss(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_while_revalidate="5s"))
     await proxy.client.post(SELECT, json={})
-    age_entries(proxy.runtime, 11)  # 1 s past the TTL: inside the window
-    age_entries(proxy.runtime, 5)  # 6 s past: outside
+    age_l1_entries(proxy.runtime, 11)  # 1 s past the TTL: inside the window
+    age_l1_entries(proxy.runtime, 5)  # 6 s past: outside
     response = await proxy.client.post(SELECT, json={})
     assert response.headers["Cache-Status"] == "sidecache; fwd=miss; stored"
 
@@ -65,7 +57,7 @@ async def test_past_every_window_an_entry_is_a_miss(make_proxy, upstream):
 async def test_stale_if_error_answers_for_a_stopped_upstream(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_if_error="1h"))
     await proxy.client.post(SELECT, json={"task": "x"})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     await upstream.stop()
     response = await proxy.client.post(SELECT, json={"task": "x"})
     assert response.status == 200
@@ -77,7 +69,7 @@ async def test_stale_if_error_answers_for_a_stopped_upstream(make_proxy, upstrea
 async def test_stale_if_error_answers_for_an_upstream_5xx(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_if_error="1h"))
     await proxy.client.post(SELECT, json={"task": "x"})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     upstream.canned[SELECT] = Canned(503, {}, b'{"error": "down for maintenance"}')
     response = await proxy.client.post(SELECT, json={"task": "x"})
     assert response.status == 200
@@ -87,7 +79,7 @@ async def test_stale_if_error_answers_for_an_upstream_5xx(make_proxy, upstream):
 async def test_stale_if_error_answers_for_an_upstream_timeout(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_if_error="1h"), upstream={"timeout": "200ms"})
     await proxy.client.post(SELECT, json={"task": "x"})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     upstream.delay = 3
     response = await proxy.client.post(SELECT, json={"task": "x"})
     assert response.status == 200
@@ -97,7 +89,7 @@ async def test_stale_if_error_answers_for_an_upstream_timeout(make_proxy, upstre
 async def test_a_stale_if_error_entry_is_replaced_when_the_upstream_answers(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_if_error="1h"))
     await proxy.client.post(SELECT, json={"task": "x"})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     response = await proxy.client.post(SELECT, json={"task": "x"})
     assert response.headers["Cache-Status"] == "sidecache; fwd=stale; stored"
     assert echo_of(await response.read())["n"] == 2
@@ -106,7 +98,7 @@ async def test_a_stale_if_error_entry_is_replaced_when_the_upstream_answers(make
 async def test_outside_the_stale_if_error_window_the_error_goes_through(make_proxy, upstream):
     proxy = await make_proxy(routes=route(stale_if_error="30s"))
     await proxy.client.post(SELECT, json={"task": "x"})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     await upstream.stop()
     response = await proxy.client.post(SELECT, json={"task": "x"})
     assert response.status == 502
@@ -117,7 +109,7 @@ async def test_the_upstreams_stale_if_error_directive_is_honoured(make_proxy, up
     upstream.canned[SELECT] = Canned(200, {"Cache-Control": "stale-if-error=3600"}, b"{}")
     proxy = await make_proxy(routes=route())
     await proxy.client.post(SELECT, json={})
-    age_entries(proxy.runtime, 60)
+    age_l1_entries(proxy.runtime, 60)
     await upstream.stop()
     response = await proxy.client.post(SELECT, json={})
     assert response.status == 200
@@ -126,7 +118,7 @@ async def test_the_upstreams_stale_if_error_directive_is_honoured(make_proxy, up
 async def test_refresh_ahead_refreshes_a_hot_entry_before_it_expires(make_proxy, upstream):
     proxy = await make_proxy(routes=route(refresh_ahead="10s"))
     await proxy.client.post(SELECT, json={"task": "popular"})
-    age_entries(proxy.runtime, 9.99)  # 10 ms before expiry: refresh is all but certain
+    age_l1_entries(proxy.runtime, 9.99)  # 10 ms before expiry: refresh is all but certain
     response = await proxy.client.post(SELECT, json={"task": "popular"})
     assert response.headers["Cache-Status"] == "sidecache; hit; detail=l1"
     await proxy.runtime.refreshes.wait(timeout=5)

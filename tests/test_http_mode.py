@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tests.conftest import age_l1_entries
 from tests.upstream import Canned, echo_of
 
 HTTP_ROUTE = [{"name": "web", "method": "GET", "path": "/web/**", "mode": "http", "ttl": "1m"}]
@@ -24,14 +25,6 @@ def answer(upstream, headers: dict, body: bytes = b"page", path: str = PAGE) -> 
     upstream.canned[path] = Canned(200, headers, body)
 
 
-def age_entries(runtime, seconds: float) -> None:
-    l1 = runtime.l1
-    for key in list(l1._cache.keys()):
-        entry = l1.get_nowait(key)
-        l1.delete_nowait(key)
-        l1.set_nowait(key, entry.with_times(entry.stored_at - seconds, entry.ttl))
-
-
 async def status_of(proxy, path: str = PAGE, headers=None) -> str:
     response = await proxy.client.get(path, headers=headers)
     return response.headers["Cache-Status"]
@@ -44,23 +37,23 @@ async def test_max_age_sets_the_freshness_lifetime(proxy, upstream):
     answer(upstream, {"Cache-Control": "max-age=30"})
     await proxy.client.get(PAGE)
     assert await status_of(proxy) == "sidecache; hit; detail=l1"
-    age_entries(proxy.runtime, 31)
+    age_l1_entries(proxy.runtime, 31)
     assert (await status_of(proxy)).startswith("sidecache; fwd=")
 
 
 async def test_s_maxage_wins_over_max_age_for_a_shared_cache(proxy, upstream):
     answer(upstream, {"Cache-Control": "max-age=1, s-maxage=100"})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 50)
+    age_l1_entries(proxy.runtime, 50)
     assert await status_of(proxy) == "sidecache; hit; detail=l1"
 
 
 async def test_expires_minus_date_is_the_lifetime_without_max_age(proxy, upstream):
     answer(upstream, {"Date": http_date(), "Expires": http_date(20)})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 10)
+    age_l1_entries(proxy.runtime, 10)
     assert await status_of(proxy) == "sidecache; hit; detail=l1"
-    age_entries(proxy.runtime, 15)
+    age_l1_entries(proxy.runtime, 15)
     assert (await status_of(proxy)).startswith("sidecache; fwd=")
 
 
@@ -69,7 +62,7 @@ async def test_an_age_from_upstream_counts_against_the_lifetime(proxy, upstream)
     await proxy.client.get(PAGE)
     hit = await proxy.client.get(PAGE)
     assert int(hit.headers["Age"]) >= 95
-    age_entries(proxy.runtime, 6)
+    age_l1_entries(proxy.runtime, 6)
     assert (await status_of(proxy)).startswith("sidecache; fwd=")
 
 
@@ -83,9 +76,9 @@ async def test_a_response_already_older_than_its_date_says_is_aged_by_date(proxy
 async def test_heuristic_freshness_is_a_tenth_of_the_last_modified_age(proxy, upstream):
     answer(upstream, {"Date": http_date(), "Last-Modified": http_date(-200)})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 15)
+    age_l1_entries(proxy.runtime, 15)
     assert await status_of(proxy) == "sidecache; hit; detail=l1"
-    age_entries(proxy.runtime, 10)  # 25 s > 10 % of 200 s
+    age_l1_entries(proxy.runtime, 10)  # 25 s > 10 % of 200 s
     assert (await status_of(proxy)).startswith("sidecache; fwd=")
 
 
@@ -142,7 +135,7 @@ async def test_a_request_with_no_cache_goes_to_the_upstream(proxy, upstream):
 async def test_a_stale_entry_is_revalidated_and_a_304_refreshes_it(proxy, upstream):
     answer(upstream, {"Cache-Control": "max-age=10", "ETag": '"v1"', "X-Version": "old"})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 11)
+    age_l1_entries(proxy.runtime, 11)
     upstream.canned[PAGE] = Canned(304, {"Cache-Control": "max-age=10", "X-Version": "new"}, b"")
 
     revalidated = await proxy.client.get(PAGE)
@@ -161,7 +154,7 @@ async def test_revalidation_sends_the_stored_validators(proxy, upstream):
     modified = http_date(-3600)
     answer(upstream, {"Cache-Control": "max-age=10", "ETag": '"v1"', "Last-Modified": modified})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 11)
+    age_l1_entries(proxy.runtime, 11)
     del upstream.canned[PAGE]  # echo the request back
     response = await proxy.client.get(PAGE)
     sent = echo_of(await response.read())["headers"]
@@ -174,7 +167,7 @@ async def test_must_revalidate_forbids_serving_stale_even_on_error(make_proxy, u
     proxy = await make_proxy(routes=routes)
     answer(upstream, {"Cache-Control": "max-age=10, must-revalidate"})
     await proxy.client.get(PAGE)
-    age_entries(proxy.runtime, 11)
+    age_l1_entries(proxy.runtime, 11)
     await upstream.stop()
     response = await proxy.client.get(PAGE)
     assert response.status == 502
