@@ -78,10 +78,19 @@ class TieredCache:
     def count_local(self, hit: bool) -> None:
         self._l1_ops["hit" if hit else "miss"].inc()
 
-    async def get_remote(self, key: str) -> Hit | None:
-        """The remote exact tiers in order; a hit is promoted into L1."""
+    def count_hit_from(self, tier: str) -> None:
+        """Count a lookup made uncounted (``count=False``) that ``tier`` answered: an L1
+        hit, or an L1 miss and a hit further down."""
+        if self.l1 is not None and self.local_enabled:
+            self.count_local(tier == "l1")
+        if tier != "l1":
+            self._metrics.cache_operations.labels(tier, "get", "hit").inc()
+
+    async def get_remote(self, key: str, count: bool = True) -> Hit | None:
+        """The remote exact tiers in order; a hit is promoted into L1. ``count=False``
+        leaves the hit/miss metrics to the caller (see ``count_local``)."""
         for tier in self.remotes:
-            entry = await tier.get(key)
+            entry = await tier.get(key, count)
             if entry is not None:
                 if self.l1 is not None and self.local_enabled:
                     self.l1.set_nowait(key, entry)

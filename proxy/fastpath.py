@@ -3,10 +3,12 @@
 On a sidecar's hot routes most requests are repeats that L1 answers. For those, aiohttp's
 request objects, payload streams and response machinery cost more than the answer itself.
 So each connection starts on a thin protocol that reads requests itself: one it fully
-understands, whose fresh answer is in L1, is answered with a single write of a serialised
-response. Anything else (a miss, a stale entry, an HTTP-mode or pass-through route, a
-request with anything unusual in it) hands the connection, starting with the bytes of the
-request not yet answered, to aiohttp's own protocol for good.
+understands, whose fresh answer is in L1 (or, one batched round trip away, in Redis), is
+answered with a single write of a serialised response. Anything else (a miss, a stale
+entry, an HTTP-mode or pass-through route, a request with anything unusual in it) hands
+the connection, starting with the bytes of the request not yet answered, to aiohttp's own
+protocol for good. (A miss on the fast path has asked Redis once; the handler asks again:
+one extra batched round trip on the first miss of a connection.)
 
 What "fully understands" means is deliberately narrow: ``HTTP/1.1``, a token method, an
 origin-form ASCII target without ``%``, dot segments or ``//``, ASCII headers with unique
@@ -23,7 +25,9 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from core.config import RouteConfig
 from core.entry import CachedResponse
+from core.keys import RequestKey
 from proxy.handler import ProxyHandler
 
 #: A request head or body bigger than this is not worth a fast look.
@@ -41,6 +45,7 @@ class FastPathServer(web.Server):
     def __init__(self, handler: ProxyHandler, **kwargs: object) -> None:
         super().__init__(handler.handle, **kwargs)
         self.proxy = handler
+        self.has_remote = bool(handler.remote_tiers)
         self.fast_connections: set[FastConnection] = set()
         self._wire: dict[int, tuple[CachedResponse, bytes, bytes]] = {}
 
@@ -68,7 +73,6 @@ class FastPathServer(web.Server):
         lines = [f"HTTP/1.1 {entry.status} {phrase}"]
         lines += [f"{n}: {v}" for n, v in entry.headers if n.lower() not in _SET_HERE]
         lines.append(f"Content-Length: {len(entry.body)}")
-        lines.append("Cache-Status: sidecache; hit; detail=l1")
         head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         if len(self._wire) >= 4096:
             self._wire.clear()
@@ -84,6 +88,7 @@ class FastConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._paused = False
+        self._lookup: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -114,31 +119,64 @@ class FastConnection(asyncio.Protocol):
         self._answer_buffered()
 
     def _answer_buffered(self) -> None:
-        while self._buffer and not self._paused and self._transport is not None:
+        proxy = self._server.proxy
+        while self._buffer and self._ready:
             started = time.perf_counter()
-            parsed = _parse(self._buffer)
-            if parsed is None:  # incomplete: wait for more bytes
+            request = _parse(self._buffer)
+            if request is None:  # incomplete: wait for more bytes
                 return
-            if parsed is _DELEGATE or not self._answer(parsed, started):
+            found = None if request is _DELEGATE else proxy.fast_key(*request.fields)
+            if found is None:
                 self._hand_over()
                 return
-            del self._buffer[: parsed.size]
+            route, key = found
+            entry = proxy.fresh_local(route, key)
+            if entry is not None:
+                self._write(request, route, entry, "l1", started)
+                continue
+            if not self._server.has_remote:
+                self._hand_over()
+                return
+            # Ask Redis; the requests behind this one wait their turn (answers stay in order).
+            self._lookup = asyncio.ensure_future(self._answer_remote(request, route, key, started))
+            return
 
-    def _answer(self, request: _Request, started: float) -> bool:
-        proxy = self._server.proxy
-        found = proxy.fresh_l1_entry(
-            request.method, request.path, request.query, request.headers, request.body
-        )
-        if found is None:
-            return False
-        route, entry = found
+    async def _answer_remote(
+        self, request: _Request, route: RouteConfig, key: RequestKey, started: float
+    ) -> None:
+        try:
+            hit = await self._server.proxy.fresh_remote(route, key)
+        finally:
+            self._lookup = None
+        if self._transport is None:  # the client went away meanwhile
+            return
+        if hit is None:
+            self._hand_over()
+            return
+        self._write(request, route, hit.entry, hit.tier, started)
+        self._answer_buffered()
+
+    @property
+    def _ready(self) -> bool:
+        return not self._paused and self._lookup is None and self._transport is not None
+
+    def _write(
+        self,
+        request: _Request,
+        route: RouteConfig,
+        entry: CachedResponse,
+        tier: str,
+        started: float,
+    ) -> None:
         head, body = self._server.wire(entry)
         age = int(entry.age(time.time()))
         assert self._transport is not None
-        self._transport.writelines((head, b"Age: %d\r\n\r\n" % age, body))
+        tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
+        self._transport.writelines((head, tail, body))
+        del self._buffer[: request.size]
         elapsed = time.perf_counter() - started
-        proxy.record_fast_hit(route, request.method, request.path, entry.status, elapsed)
-        return True
+        proxy = self._server.proxy
+        proxy.record_fast_hit(route, tier, request.method, request.path, entry.status, elapsed)
 
     def _hand_over(self) -> None:
         """From now on aiohttp serves this connection, beginning with what is buffered."""
@@ -170,6 +208,10 @@ class _Request:
         self.headers = headers
         self.body = body
         self.size = size
+
+    @property
+    def fields(self) -> tuple[str, str, str, _Headers, bytes]:
+        return self.method, self.path, self.query, self.headers, self.body
 
 
 class _Headers(dict[str, str]):

@@ -72,6 +72,7 @@ class ProxyHandler:
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
         self._keys = KeyCache()
+        self.remote_tiers = [tier.name for tier in runtime.cache.remotes]
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -92,36 +93,49 @@ class ProxyHandler:
             self._record(request.method, request.path, name, result, status, elapsed)
         return response
 
-    def fresh_l1_entry(
+    # --- the fast path's questions (proxy/fastpath.py) ------------------------------------
+
+    def fast_key(
         self,
         method: str,
         path: str,
         query_string: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> tuple[RouteConfig, CachedResponse] | None:
-        """For the fast path (``proxy/fastpath.py``): the fresh L1 entry that answers this
-        request when answering needs nothing else — a ``json`` route, an ordinary lookup,
-        no refresh due. ``None`` means: let ``handle`` do it (nothing has been counted)."""
+    ) -> tuple[RouteConfig, RequestKey] | None:
+        """The route and key of a request the fast path may answer from the exact tiers:
+        a ``json`` route and an ordinary lookup. ``None``: leave it to ``handle``."""
         route = self._routes.match(method, path)
         if route is None or route.mode != "json":
             return None
         if decide(route, headers, len(body)) is not Decision.LOOKUP:
             return None
         generation = self._generations.get(route.name)
-        key = self._keys.derive(route, method, path, query_string, headers, body, generation)
+        return route, self._keys.derive(
+            route, method, path, query_string, headers, body, generation
+        )
+
+    def fresh_local(self, route: RouteConfig, key: RequestKey) -> CachedResponse | None:
+        """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
         entry = self._cache.get_local(key.key, count=False)
+        return entry if entry is not None and self._servable(route, entry) else None
+
+    async def fresh_remote(self, route: RouteConfig, key: RequestKey) -> Hit | None:
+        """A fresh entry from the remote exact tiers (promoted into L1), uncounted."""
+        hit = await self._cache.get_remote(key.key, count=False)
+        return hit if hit is not None and self._servable(route, hit.entry) else None
+
+    def _servable(self, route: RouteConfig, entry: CachedResponse) -> bool:
         now = time.time()
-        if entry is None or not entry.is_fresh(now) or _refresh_ahead_due(route, entry, now):
-            return None
-        return route, entry
+        return entry.is_fresh(now) and not _refresh_ahead_due(route, entry, now)
 
     def record_fast_hit(
-        self, route: RouteConfig, method: str, path: str, status: int, elapsed: float
+        self, route: RouteConfig, tier: str, method: str, path: str, status: int, elapsed: float
     ) -> None:
-        """Count a hit the fast path answered exactly as ``handle`` would have."""
-        self._cache.count_local(True)
-        self._count_hit(route, "l1")
+        """Count a hit the fast path answered exactly as ``handle`` would have. (A request
+        the fast path leaves to ``handle`` has not been counted at all.)"""
+        self._cache.count_hit_from(tier)
+        self._count_hit(route, tier)
         self._record(method, path, route.name, "hit", status, elapsed)
 
     def _record(

@@ -136,3 +136,29 @@ async def test_an_idle_fast_connection_is_closed_on_shutdown(warm, upstream):
     await warm.client.close()
     assert await asyncio.wait_for(reader.read(), timeout=5) == b""
     writer.close()
+
+
+async def test_an_l2_hit_is_answered_on_the_fast_path(make_proxy, upstream, redis_url):
+    proxy = await make_proxy(cache={"l1": {"enabled": False}, "l2": {"url": redis_url}})
+    await proxy.client.post(SELECT, data=BODY)
+    await proxy.runtime.cache.flush()
+    reader, writer = await connect(proxy)
+    writer.write(post() + post())
+    answers = [await read_response(reader) for _ in range(2)]
+    writer.close()
+    assert [a[1]["cache-status"] for a in answers] == ["sidecache; hit; detail=l2"] * 2
+    l2 = proxy.runtime.metrics.cache_operations
+    assert l2.labels("l2", "get", "hit")._value.get() == 2
+    assert l2.labels("l2", "get", "miss")._value.get() == 1  # the first request's, once
+
+
+async def test_an_l2_miss_on_the_fast_path_is_counted_once(make_proxy, upstream, redis_url):
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    reader, writer = await connect(proxy)
+    writer.write(post(b'{"task": "never seen"}'))
+    _status, headers, _body = await read_response(reader)
+    writer.close()
+    assert headers["cache-status"] == "sidecache; fwd=miss; stored"
+    operations = proxy.runtime.metrics.cache_operations
+    assert operations.labels("l2", "get", "miss")._value.get() == 1
+    assert counted(proxy, "miss") == 1

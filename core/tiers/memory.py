@@ -67,8 +67,8 @@ class MemoryTier:
         self._cache.clear()
         return count
 
-    async def get(self, key: str) -> CachedResponse | None:
-        return self.get_nowait(key)
+    async def get(self, key: str, count: bool = True) -> CachedResponse | None:
+        return self.get_nowait(key)  # L1's hits and misses are counted by TieredCache
 
     async def set(self, key: str, entry: CachedResponse) -> None:
         self.set_nowait(key, entry)
