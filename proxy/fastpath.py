@@ -24,6 +24,7 @@ import time
 from http import HTTPStatus
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from core.config import RouteConfig
 from core.entry import CachedResponse
@@ -172,7 +173,7 @@ class FastConnection(asyncio.Protocol):
         age = int(entry.age(time.time()))
         assert self._transport is not None
         tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
-        self._transport.writelines((head, tail, body))
+        self._transport.write(b"".join((head, tail, body)))  # one buffer: one send
         del self._buffer[: request.size]
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
@@ -200,7 +201,7 @@ class _Request:
     __slots__ = ("body", "headers", "method", "path", "query", "size")
 
     def __init__(
-        self, method: str, path: str, query: str, headers: _Headers, body: bytes, size: int
+        self, method: str, path: str, query: str, headers: CIMultiDict[str], body: bytes, size: int
     ) -> None:
         self.method = method
         self.path = path
@@ -210,21 +211,11 @@ class _Request:
         self.size = size
 
     @property
-    def fields(self) -> tuple[str, str, str, _Headers, bytes]:
+    def fields(self) -> tuple[str, str, str, CIMultiDict[str], bytes]:
         return self.method, self.path, self.query, self.headers, self.body
 
 
-class _Headers(dict[str, str]):
-    """Header names lowercased once; ``get`` is case-insensitive like aiohttp's."""
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return super().get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and super().__contains__(name.lower())
-
-
-_DELEGATE = _Request("", "", "", _Headers(), b"", 0)
+_DELEGATE = _Request("", "", "", CIMultiDict(), b"", 0)
 
 
 def _parse(buffer: bytearray) -> _Request | None:
@@ -247,13 +238,12 @@ def _parse(buffer: bytearray) -> _Request | None:
         or any(s in target for s in ("%", "#", "/.", "//"))
     ):
         return _DELEGATE
-    headers = _Headers()
+    headers = CIMultiDict()
     for line in lines:
         name, colon, value = line.partition(":")
-        lowered = name.lower()
-        if not colon or not name or name != name.strip() or lowered in headers:
-            return _DELEGATE
-        headers[lowered] = value.strip()
+        if not colon or not name or name != name.strip() or name in headers:
+            return _DELEGATE  # (``in`` is case-insensitive: a name given twice is refused)
+        headers[name] = value.strip()
     if any(name in headers for name in _REFUSED_HEADERS):
         return _DELEGATE
     if headers.get("connection", "").lower() not in _KEEP_ALIVE:
