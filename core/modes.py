@@ -5,6 +5,7 @@ each step of the flow and otherwise runs the same code for both."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from multidict import MultiMapping
 
@@ -107,25 +108,20 @@ class HttpMode(JsonMode):
         body: bytes,
         times: tuple[float, float],
     ) -> CachedResponse:
+        """The JSON mode's entry, with RFC 9111 freshness, age, variants and URI tag."""
+        base = super().entry(route, request_headers, path_qs, status, headers, body, times)
         request_time, response_time = times
         fresh = http_cache.freshness(headers, route.ttl, request_time, response_time)
-        directives = cache_control(headers.get("Cache-Control"))
-        swr = max(route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate"))
-        sie = max(route.stale_if_error, _seconds(directives, "stale-if-error"))
-        has_validators = bool(http_cache.validators(headers))
-        names = http_cache.vary_names(headers)
-        return CachedResponse(
-            status=status,
-            headers=storable_headers(headers),
-            body=body,
+        stale_allowed = fresh.stale_allowed  # must-revalidate: never stale, not even on error
+        return replace(
+            base,
             stored_at=response_time - fresh.initial_age,
             ttl=fresh.lifetime,
-            stale_while_revalidate=swr if fresh.stale_allowed else 0.0,
-            stale_if_error=sie if fresh.stale_allowed else 0.0,
-            keep_stale=route.ttl if has_validators else 0.0,
-            tags=(*surrogate_keys(headers), http_cache.uri_tag(path_qs)),
-            route=route.name,
-            vary=http_cache.vary_values(names, request_headers),
+            stale_while_revalidate=base.stale_while_revalidate if stale_allowed else 0.0,
+            stale_if_error=base.stale_if_error if stale_allowed else 0.0,
+            keep_stale=route.ttl if http_cache.validators(headers) else 0.0,
+            tags=(*base.tags, http_cache.uri_tag(path_qs)),
+            vary=http_cache.vary_values(http_cache.vary_names(headers), request_headers),
         )
 
 

@@ -116,15 +116,17 @@ async def test_the_upstreams_stale_if_error_directive_is_honoured(make_proxy, up
 
 
 async def test_refresh_ahead_refreshes_a_hot_entry_before_it_expires(make_proxy, upstream):
-    proxy = await make_proxy(routes=route(refresh_ahead="10s"))
+    proxy = await make_proxy(routes=route(ttl="1h", refresh_ahead="1h"))
     await proxy.client.post(SELECT, json={"task": "popular"})
-    age_l1_entries(proxy.runtime, 9.99)  # 10 ms before expiry: refresh is all but certain
-    response = await proxy.client.post(SELECT, json={"task": "popular"})
-    assert response.headers["Cache-Status"] == "sidecache; hit; detail=l1"
+    # 3 s before expiry the chance of a refresh is 1 - 3/3600 per request: three requests
+    # make missing it a one-in-a-billion event (and 3 s is ample slack for a slow machine).
+    age_l1_entries(proxy.runtime, 3600 - 3)
+    responses = [await proxy.client.post(SELECT, json={"task": "popular"}) for _ in range(3)]
+    assert {r.headers["Cache-Status"] for r in responses} == {"sidecache; hit; detail=l1"}
     await proxy.runtime.refreshes.wait(timeout=5)
-    assert upstream.calls[SELECT] == 2
+    assert upstream.calls[SELECT] >= 2
     after = await proxy.client.post(SELECT, json={"task": "popular"})
-    assert echo_of(await after.read())["n"] == 2
+    assert echo_of(await after.read())["n"] >= 2
 
 
 async def test_refresh_ahead_leaves_young_entries_alone(make_proxy, upstream):
