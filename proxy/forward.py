@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 from core.policy import HOP_BY_HOP
 
+#: How long the upstream took to answer the current request (for its access log line).
+UPSTREAM_SECONDS: ContextVar[float | None] = ContextVar("upstream_seconds", default=None)
+
 
 @dataclass(slots=True)
 class Buffered:
@@ -28,6 +32,9 @@ class Buffered:
     #: came from revalidating a stored entry (a 304 upstream).
     stored: bool = False
     revalidated: bool = False
+    #: Time to the upstream's response headers (the fetch may run in a single-flight task,
+    #: whose context the waiting requests do not see).
+    upstream_seconds: float | None = None
 
 
 @dataclass(slots=True)
@@ -132,7 +139,9 @@ class Upstream:
         except aiohttp.ClientError as exc:
             self._metrics.upstream_errors.labels(route, "unreachable").inc()
             raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
-        self._metrics.upstream_duration.labels(route).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._metrics.upstream_duration.labels(route).observe(elapsed)
+        UPSTREAM_SECONDS.set(elapsed)
         return response
 
     async def fetch(
@@ -168,7 +177,9 @@ class Upstream:
             response.release()
             raise
         response.release()
-        return Buffered(response.status, response.headers, prefix)
+        return Buffered(
+            response.status, response.headers, prefix, upstream_seconds=UPSTREAM_SECONDS.get()
+        )
 
     async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         chunks: list[bytes] = []

@@ -30,7 +30,13 @@ from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
 from core.policy import HOP_BY_HOP, Decision, decide, may_share
 from core.singleflight import SingleFlight
-from proxy.forward import Buffered, Streaming, request_headers, response_headers
+from proxy.forward import (
+    UPSTREAM_SECONDS,
+    Buffered,
+    Streaming,
+    request_headers,
+    response_headers,
+)
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,7 @@ class ProxyHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        UPSTREAM_SECONDS.set(None)
         route = self._routes.match(request.method, request.path)
         result, response = "pass", None
         try:
@@ -90,7 +97,8 @@ class ProxyHandler:
             status = response.status if response is not None else 499  # client went away
             name = route.name if route is not None else NO_ROUTE
             elapsed = time.perf_counter() - started
-            self._record(request.method, request.path, name, result, status, elapsed)
+            upstream = UPSTREAM_SECONDS.get()
+            self._record(request.method, request.path, name, result, status, elapsed, upstream)
         return response
 
     # --- the fast path's questions (proxy/fastpath.py) ------------------------------------
@@ -139,7 +147,14 @@ class ProxyHandler:
         self._record(method, path, route.name, "hit", status, elapsed)
 
     def _record(
-        self, method: str, path: str, route: str, result: str, status: int, elapsed: float
+        self,
+        method: str,
+        path: str,
+        route: str,
+        result: str,
+        status: int,
+        elapsed: float,
+        upstream: float | None = None,
     ) -> None:
         """The request-duration metric and the access log line of one answered request."""
         self._timer(route, result).observe(elapsed)
@@ -151,6 +166,7 @@ class ProxyHandler:
                 cache=result,
                 status=status,
                 duration=elapsed,
+                upstream_duration=upstream,
             )
 
     async def _handle_route(
@@ -348,6 +364,7 @@ class ProxyHandler:
                 )
         if isinstance(answer, Streaming):
             return await _stream(request, answer.response, answer.prefix, f"{fwd}; detail=stream")
+        UPSTREAM_SECONDS.set(answer.upstream_seconds)
         status = fwd
         if answer.revalidated:
             status += "; fwd-status=304"

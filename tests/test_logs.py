@@ -99,3 +99,24 @@ def test_access_log_is_silent_unless_enabled(logs):
 
     assert not access_enabled()
     assert stream.getvalue() == ""
+
+
+async def test_the_proxy_writes_one_access_line_per_request_with_upstream_time(
+    logs, make_proxy, upstream
+):
+    stream = logs(LoggingConfig(level="WARNING", access_log=True))
+    proxy = await make_proxy()
+    await proxy.client.post("/agents/select", json={"task": "logged"})
+    await proxy.client.post("/agents/select", json={"task": "logged"})
+    await proxy.client.get("/not/cached")
+
+    access = [line for line in lines(stream) if line.get("event") == "access"]
+
+    assert [(a["route"], a["cache"], a["status"]) for a in access] == [
+        ("select", "miss", 200),
+        ("select", "hit", 200),
+        ("none", "pass", 200),
+    ]
+    assert access[0]["upstream_duration_ms"] > 0
+    assert access[1]["upstream_duration_ms"] is None
+    assert access[2]["upstream_duration_ms"] > 0
