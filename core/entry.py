@@ -32,7 +32,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CachedResponse:
     """A response as sidecache stores it: what to replay and how long it stays fresh."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from http import HTTPStatus
 
 from aiohttp import web
@@ -48,7 +49,8 @@ class FastPathServer(web.Server):
         self.proxy = handler
         self.has_remote = bool(handler.remote_tiers)
         self.fast_connections: set[FastConnection] = set()
-        self._wire: dict[int, tuple[CachedResponse, bytes, bytes]] = {}
+        # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
+        self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         return FastConnection(self)
@@ -62,11 +64,11 @@ class FastPathServer(web.Server):
             connection.close()
         super().pre_shutdown()
 
-    def wire(self, entry: CachedResponse) -> tuple[bytes, bytes]:
-        """Status line plus stored headers, and the body, serialised once per entry."""
+    def wire(self, entry: CachedResponse) -> bytes:
+        """Status line and stored headers, serialised once per entry."""
         known = self._wire.get(id(entry))
-        if known is not None and known[0] is entry:
-            return known[1], known[2]
+        if known is not None and known[0]() is entry:
+            return known[1]
         try:
             phrase = HTTPStatus(entry.status).phrase
         except ValueError:
@@ -77,8 +79,8 @@ class FastPathServer(web.Server):
         head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         if len(self._wire) >= 4096:
             self._wire.clear()
-        self._wire[id(entry)] = (entry, head, entry.body)
-        return head, entry.body
+        self._wire[id(entry)] = (weakref.ref(entry), head)
+        return head
 
 
 class FastConnection(asyncio.Protocol):
@@ -169,11 +171,11 @@ class FastConnection(asyncio.Protocol):
         tier: str,
         started: float,
     ) -> None:
-        head, body = self._server.wire(entry)
+        head = self._server.wire(entry)
         age = int(entry.age(time.time()))
         assert self._transport is not None
         tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
-        self._transport.write(b"".join((head, tail, body)))  # one buffer: one send
+        self._transport.write(b"".join((head, tail, entry.body)))  # one buffer: one send
         del self._buffer[: request.size]
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
