@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 class SemanticPurge(Protocol):
     async def purge(
-        self, route: str | None = None, tag: str | None = None, everything: bool = False
+        self,
+        route: str | None = None,
+        tag: str | None = None,
+        everything: bool = False,
+        query: tuple[str, str] | None = None,
     ) -> int: ...
 
 
@@ -78,9 +82,14 @@ class Purger:
         body: bytes,
     ) -> PurgeReport:
         generation = self._generations.get(route.name)
-        key = derive_key(route, method, path, query, headers, body, generation).key
+        derived = derive_key(route, method, path, query, headers, body, generation)
+        key = derived.key
         report = PurgeReport(l1=self._drop_local(Invalidation("key", key)))
         await self._remote(report, "l2", self._l2 and self._l2.delete(key))
+        if derived.semantic_scope is not None and derived.semantic_text is not None:
+            semantic_query = (derived.semantic_scope, derived.semantic_text)
+            semantic = self._semantic and self._semantic.purge(query=semantic_query)
+            await self._remote(report, "semantic", semantic)
         await self._broadcast(report, Invalidation("key", key))
         return report
 

@@ -119,3 +119,18 @@ async def test_postgres_stopped_mid_test_fails_no_request(make_proxy, upstream):
         assert ready["tiers"]["semantic"] == "unavailable"
     finally:
         await asyncio.to_thread(server.close)
+
+
+async def test_purge_by_request_removes_that_querys_semantic_row(proxy, upstream, monkeypatch):
+    monkeypatch.setenv("SIDECACHE_ADMIN_TOKEN", "t")
+    await stored(proxy, "how to configure rate limiting on the API gateway")
+    request = {
+        "method": "POST",
+        "path": SEARCH,
+        "body": {"query": "how to configure rate limiting on the API gateway"},
+    }
+    auth = {"Authorization": "Bearer t"}
+    response = await proxy.admin.post("/purge", json={"request": request}, headers=auth)
+    assert (await response.json())["purged"]["semantic"] == 1
+    again = await search(proxy, "API gateway rate limit configuration")
+    assert again.headers["Cache-Status"] == "sidecache; fwd=miss; stored"

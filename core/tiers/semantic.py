@@ -123,6 +123,7 @@ class _Statements:
         self.purge_route = f"DELETE FROM {table} WHERE route = $1"
         self.purge_tag = f"DELETE FROM {table} WHERE tags @> ARRAY[$1::text]"
         self.purge_all = f"DELETE FROM {table}"
+        self.purge_query = f"DELETE FROM {table} WHERE scope = $1 AND query_hash = $2"
 
 
 class SemanticTier:
@@ -353,7 +354,7 @@ class SemanticTier:
         sql = self._sql
         args = (
             self.scope_key(scope),
-            hashlib.blake2b(text.encode(), digest_size=16).digest(),
+            _query_hash(text),
             route,
             list(entry.tags),
             text,
@@ -370,9 +371,14 @@ class SemanticTier:
         self._metrics.cache_operations.labels("semantic", "set", "ok").inc()
 
     async def purge(
-        self, route: str | None = None, tag: str | None = None, everything: bool = False
+        self,
+        route: str | None = None,
+        tag: str | None = None,
+        everything: bool = False,
+        query: tuple[str, str] | None = None,
     ) -> int:
-        """Delete the rows of a route, of a tag, or all of them; return how many.
+        """Delete the rows of a route, of a tag, of one ``(scope, text)`` query, or all of
+        them; return how many.
 
         Raises ``TierUnavailable`` when the store cannot be reached: a purge that silently
         did nothing would leave wrong answers in place.
@@ -381,6 +387,9 @@ class SemanticTier:
             raise TierUnavailable("semantic: not connected")
         if everything:
             statement, args = self._sql.purge_all, ()
+        elif query is not None:
+            scope, text = query
+            statement, args = self._sql.purge_query, (self.scope_key(scope), _query_hash(text))
         elif route is not None:
             statement, args = self._sql.purge_route, (route,)
         elif tag is not None:
@@ -467,6 +476,10 @@ class SemanticTier:
         if reason != "unavailable":
             self._metrics.cache_operations.labels("semantic", "get", "miss").inc()
         return None
+
+
+def _query_hash(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def check_pgvector_version(version: str) -> None:
