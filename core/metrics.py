@@ -63,7 +63,8 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "sidecache_upstream_errors_total",
-            "Upstream requests that failed, by route and reason (unreachable, timeout).",
+            "Upstream requests that failed, by route and reason (unreachable, timeout, "
+            "server_error: a 5xx answer).",
             ["route", "reason"],
             registry=r,
         )

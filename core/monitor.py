@@ -9,9 +9,9 @@ Every ``monitor.interval`` a background task reads
 - the host's disk and network byte counters,
 
 into the ``sidecache_system_*`` metrics, and reads from the request metrics, over the last
-``monitor.window``, the **error rate** (failed upstream calls — unreachable or timed out —
-per request) and the **p99 latency** of requests on configured routes (pass-through traffic,
-which may hold long streams, is left out).
+``monitor.window``, the **error rate** (failed upstream calls — unreachable, timed out or
+answered 5xx — per request) and the **p99 latency** of requests on configured routes
+(pass-through traffic, which may hold long streams, is left out).
 
 Health score
 ------------

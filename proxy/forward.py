@@ -142,6 +142,8 @@ class Upstream:
         elapsed = time.perf_counter() - started
         self._metrics.upstream_duration.labels(route).observe(elapsed)
         UPSTREAM_SECONDS.set(elapsed)
+        if response.status >= 500:  # an answer, but a failed one: it counts as an error
+            self._metrics.upstream_errors.labels(route, "server_error").inc()
         return response
 
     async def fetch(

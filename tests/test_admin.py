@@ -93,3 +93,15 @@ async def test_readyz_reports_an_l2_outage_without_failing(make_proxy, upstream,
     response = await proxy.admin.get("/readyz")
     assert response.status == 200
     assert (await response.json())["tiers"]["l2"] == "unavailable"
+
+
+async def test_an_upstream_5xx_answer_counts_as_an_upstream_error(make_proxy, upstream):
+    from tests.upstream import Canned
+
+    upstream.canned["/agents/select"] = Canned(503, {}, b'{"error": "busy"}')
+    proxy = await make_proxy()
+    response = await proxy.client.post("/agents/select", json={"task": "x"})
+    assert response.status == 503
+    metrics = await _scrape(proxy)
+    errors = metrics["sidecache_upstream_errors"]
+    assert _value(errors, "sidecache_upstream_errors_total", reason="server_error") == 1
