@@ -47,31 +47,27 @@ class Streaming:
     prefix: bytes
 
 
-def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
-    """The client's headers as the upstream should see them: hop-by-hop removed (including
-    those named in ``Connection``), ``Host`` left to the session, ``X-Forwarded-*`` set."""
-    connection = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
-    headers = CIMultiDict(
+def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """``headers`` without hop-by-hop ones, including those named in ``Connection``."""
+    connection = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
+    return CIMultiDict(
         (name, value)
-        for name, value in request.headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in connection and name != "Host"
+        for name, value in headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in connection
     )
+
+
+def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
+    """The client's headers as the upstream should see them: end-to-end only, ``Host`` left
+    to the session, ``X-Forwarded-*`` set."""
+    headers = end_to_end(request.headers)
+    headers.popall("Host", None)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     headers.setdefault("X-Forwarded-Proto", request.scheme)
     headers.setdefault("X-Forwarded-Host", request.host)
     return headers
-
-
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones."""
-    connection = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
-    return CIMultiDict(
-        (name, value)
-        for name, value in upstream.headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in connection
-    )
 
 
 class Upstream:
@@ -180,7 +176,10 @@ class Upstream:
             raise
         response.release()
         return Buffered(
-            response.status, response.headers, prefix, upstream_seconds=UPSTREAM_SECONDS.get()
+            response.status,
+            end_to_end(response.headers),
+            prefix,
+            upstream_seconds=UPSTREAM_SECONDS.get(),
         )
 
     async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -28,14 +28,14 @@ from core.errors import UpstreamError
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
-from core.policy import HOP_BY_HOP, Decision, decide, may_share
+from core.policy import Decision, decide, may_share
 from core.singleflight import SingleFlight
 from proxy.forward import (
     UPSTREAM_SECONDS,
     Buffered,
     Streaming,
+    end_to_end,
     request_headers,
-    response_headers,
 )
 from proxy.runtime import Runtime
 
@@ -413,11 +413,12 @@ class ProxyHandler:
         if request.method == "HEAD" or length is None or length > SMALL_ANSWER:
             return await _stream(request, upstream, b"", fwd)
         # A small answer of known length goes out in one write instead of three.
-        headers = response_headers(upstream)
         answer = await self._upstream.read_answer(upstream, SMALL_ANSWER)
         if isinstance(answer, Streaming):  # an event stream after all
             return await _stream(request, answer.response, answer.prefix, fwd)
-        out = web.Response(status=answer.status, body=answer.body, headers=_replay(headers.items()))
+        out = web.Response(
+            status=answer.status, body=answer.body, headers=_replay(answer.headers.items())
+        )
         out.headers[CACHE_STATUS] = f"sidecache; {fwd}"
         return out
 
@@ -490,13 +491,9 @@ def _answer_stale_on_error(hit: Hit, why: str) -> web.Response:
 
 
 def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Stored or buffered headers as a new response's: no hop-by-hop ones, and the length
-    is the new body's own."""
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers
-        if name.lower() != "content-length" and name.lower() not in HOP_BY_HOP
-    )
+    """Stored or buffered (end-to-end) headers as a new response's; the length is the new
+    body's own."""
+    return CIMultiDict((name, value) for name, value in headers if name.lower() != "content-length")
 
 
 async def _stream(
@@ -505,7 +502,7 @@ async def _stream(
     """Relay an upstream response to the client chunk by chunk as it arrives."""
     try:
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        out.headers.extend(response_headers(upstream))
+        out.headers.extend(end_to_end(upstream.headers))
         out.headers[CACHE_STATUS] = f"sidecache; {fwd}"
         await out.prepare(request)
         if prefix:

@@ -303,3 +303,16 @@ async def test_a_response_varying_on_an_unkeyed_header_is_not_stored(make_proxy,
     await proxy.client.post("/agents/select", json={})
     second = await proxy.client.post("/agents/select", json={})
     assert second.headers["Cache-Status"] == "sidecache; fwd=miss"
+
+
+async def test_headers_the_upstream_names_in_connection_are_neither_stored_nor_replayed(
+    make_proxy, upstream
+):
+    hop = {"Connection": "keep-alive, X-Hop-Only", "X-Hop-Only": "for this hop"}
+    upstream.canned[SELECT_PATH] = Canned(200, hop, b"{}")
+    proxy = await make_proxy()
+    miss = await proxy.client.post(SELECT_PATH, json={})
+    hit = await proxy.client.post(SELECT_PATH, json={})
+    assert hit.headers["Cache-Status"] == "sidecache; hit; detail=l1"
+    assert "X-Hop-Only" not in miss.headers
+    assert "X-Hop-Only" not in hit.headers
