@@ -8,6 +8,8 @@ Strings may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import ipaddress
 import os
 import re
 import types
@@ -15,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -91,6 +94,19 @@ class ServerConfig:
     drain_delay: float = _duration(5.0)
     #: ...and give in-flight requests and background refreshes this long to finish.
     drain_timeout: float = _duration(20.0)
+    #: A request head must arrive whole within this long of its first byte.
+    header_timeout: float = _duration(10.0)
+    #: A keep-alive connection with no request under way is closed after this long.
+    idle_timeout: float = _duration(75.0)
+    #: A request body must arrive within this long: whole for a cacheable route (it is
+    #: buffered), and with no longer pause than this between reads when streamed.
+    body_timeout: float = _duration(30.0)
+    #: Client connections open at once; further ones get a 503 and are closed, while the
+    #: open ones keep working. 0: three quarters of the open-files soft limit.
+    max_connections: int = 0
+    #: Peers (addresses or CIDR networks) whose ``X-Forwarded-Proto`` / ``X-Forwarded-Host``
+    #: are believed. Anyone else's are replaced by what sidecache itself received.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,10 @@ class UpstreamConfig:
     connect_timeout: float = _duration(2.0)
     timeout: float = _duration(30.0)
     pool_size: int = 100
-    keepalive_timeout: float = _duration(30.0)
+    #: An idle pooled connection is closed after this long: below the 5 s after which
+    #: common app servers (uvicorn, gunicorn) close theirs, so the proxy rarely reuses a
+    #: connection the service is closing.
+    keepalive_timeout: float = _duration(4.0)
     #: Upstream requests in flight at once, over all routes (load shedding; 0 = no bound).
     max_concurrency: int = 256
     #: How long a request may wait for an upstream slot before it is shed with a 503.
@@ -132,6 +151,11 @@ class L2Config:
 
     url: str = ""
     key_prefix: str = "sidecache:"
+    #: Which service's entries these are: every Redis key and the pub/sub channel live
+    #: under ``key_prefix`` + namespace. Empty: derived from ``upstream.url``. Sidecars in
+    #: front of *different* services at the same URL (e.g. each pod's localhost:8000) that
+    #: share one Redis must each set their own.
+    namespace: str = ""
     timeout: float = _duration(0.25)
     compress_above: int = _size(1024)
     #: Redis Cluster client (also chosen by a ``redis+cluster://`` URL).
@@ -193,9 +217,15 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class TenantConfig:
-    """Which request headers partition the cache between tenants (hashed into every key)."""
+    """Which request headers partition the cache between tenants (hashed into every key,
+    every value of each, repeated headers included). By default every credential a request
+    can carry: two clients share an entry only if they send the same credentials."""
 
-    headers: tuple[str, ...] = ("Authorization",)
+    headers: tuple[str, ...] = ("Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key")
+    #: Narrow ``Cookie`` to these cookie names (e.g. ``[session]``); empty: the whole header.
+    cookies: tuple[str, ...] = ()
+    #: Share entries across tenants on purpose (public answers): no partition at all.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,6 +327,20 @@ class Config:
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)
 
+    @property
+    def l2_prefix(self) -> str:
+        """Where this service's keys (and its invalidation channel) live in Redis."""
+        l2 = self.cache.l2
+        return f"{l2.key_prefix}{l2.namespace or upstream_identity(self.upstream.url)}:"
+
+
+def upstream_identity(url: str) -> str:
+    """A short stable name for the service at ``url`` (scheme, host and port)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    identity = f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    return hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+
 
 # --- loading ----------------------------------------------------------------------------------
 
@@ -310,10 +354,26 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     return config_from_dict(data or {})
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (the plain loader
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def config_from_dict(data: Any) -> Config:
@@ -445,12 +505,11 @@ def _check(config: Config) -> None:
         if route.name in names:
             raise ConfigError(f'{where}.name: duplicate route name "{route.name}"')
         names.add(route.name)
-        if not route.path.startswith("/"):
-            raise ConfigError(
-                f'{where}.path: expected a path starting with "/", got "{route.path}"'
-            )
-        if not route.method.isalpha() and route.method != "*":
-            raise ConfigError(f'{where}.method: expected an HTTP method, got "{route.method}"')
+        _check_route_path(route.path, f"{where}.path")
+        if route.method.upper() not in ROUTE_METHODS:
+            methods = ", ".join(ROUTE_METHODS)
+            raise ConfigError(f'{where}.method: expected one of {methods}, got "{route.method}"')
+        _check_tenant(route.tenant, f"{where}.tenant")
         if route.mode not in ("json", "http"):
             raise ConfigError(f'{where}.mode: expected "json" or "http", got "{route.mode}"')
         if route.mode == "http" and route.method.upper() != "GET":
@@ -471,11 +530,83 @@ def _check(config: Config) -> None:
         )
     if config.cache.l1.max_entries < 1:
         raise ConfigError("cache.l1.max_entries: expected at least 1")
+    _check_server(config.server)
+    _check_namespace(config.cache.l2.namespace)
+    _check_embedder(config.cache.semantic.embedder)
     _check_monitor(config.monitor)
     _check_logging(config.logging)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Methods a route may name ("*": any).
+ROUTE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY", "*")
+EMBEDDER_KINDS = ("wordllama", "openai")
+WORDLLAMA_DIM = 256
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_route_path(path: str, where: str) -> None:
+    """A route path is matched against the request's decoded path, without its query: one
+    with an escape, a query, a fragment or white space could never match."""
+    if not path.startswith("/"):
+        raise ConfigError(f'{where}: expected a path starting with "/", got "{path}"')
+    for char, what in (("%", "an escape"), ("?", "a query"), ("#", "a fragment")):
+        if char in path:
+            raise ConfigError(
+                f'{where}: "{path}" has {what} ("{char}") and would never match; '
+                "routes match the decoded path without its query"
+            )
+    if any(c.isspace() for c in path):
+        raise ConfigError(f'{where}: "{path}" has white space and would never match')
+
+
+def _check_tenant(tenant: TenantConfig, where: str) -> None:
+    if not tenant.headers and not tenant.shared:
+        raise ConfigError(
+            f"{where}.headers: empty, so every client would share every entry; list the "
+            "headers that identify a tenant, or set tenant.shared: true to share on purpose"
+        )
+    if tenant.cookies and "cookie" not in {name.lower() for name in tenant.headers}:
+        raise ConfigError(f"{where}.cookies: names cookies, but Cookie is not in tenant.headers")
+
+
+def _check_server(server: ServerConfig) -> None:
+    for name in ("header_timeout", "idle_timeout", "body_timeout"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: expected a duration above 0")
+    if server.max_connections < 0:
+        raise ConfigError(
+            f"server.max_connections: expected 0 (automatic) or more, got {server.max_connections}"
+        )
+    for i, peer in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f'server.trusted_proxies[{i}]: expected an address or CIDR network, got "{peer}"'
+            ) from None
+
+
+def _check_namespace(namespace: str) -> None:
+    if namespace and not _NAMESPACE.match(namespace):
+        expect = "1-64 letters, digits, '.', '_' or '-'"
+        raise ConfigError(f'cache.l2.namespace: expected {expect}, got "{namespace}"')
+
+
+def _check_embedder(embedder: EmbedderConfig) -> None:
+    where = "cache.semantic.embedder"
+    if embedder.kind not in EMBEDDER_KINDS:
+        kinds = " or ".join(f'"{kind}"' for kind in EMBEDDER_KINDS)
+        raise ConfigError(f'{where}.kind: expected {kinds}, got "{embedder.kind}"')
+    if embedder.kind == "wordllama" and not 0 <= embedder.dim <= WORDLLAMA_DIM:
+        raise ConfigError(
+            f"{where}.dim: expected 1-{WORDLLAMA_DIM} for wordllama, got {embedder.dim}"
+        )
+    if embedder.kind == "openai":
+        if not embedder.url.startswith(("http://", "https://")):
+            raise ConfigError(f'{where}.url: expected an http(s) URL, got "{embedder.url}"')
+        if not embedder.model:
+            raise ConfigError(f"{where}.model: required for the openai embedder")
 
 
 def _check_logging(settings: LoggingConfig) -> None:

@@ -16,12 +16,11 @@ from typing import Any, Protocol
 import aiohttp
 import numpy as np
 
-from core.config import EmbedderConfig
+from core.config import WORDLLAMA_DIM, EmbedderConfig
 from core.errors import ConfigError, EmbedderError
 
 #: The 256-dimension weights shipped in the wordllama wheel (``weights/l2_supercat_256``).
 WORDLLAMA_CONFIG = "l2_supercat"
-WORDLLAMA_DIM = 256
 
 
 class Embedder(Protocol):
@@ -105,12 +104,6 @@ class OpenAIEmbedder:
     """
 
     def __init__(self, config: EmbedderConfig) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f'cache.semantic.embedder.url: expected an http(s) URL, got "{config.url}"'
-            )
-        if not config.model:
-            raise ConfigError("cache.semantic.embedder.model: required for the openai embedder")
         base = config.url.rstrip("/")
         self._endpoint = f"{base}/embeddings" if base.endswith("/v1") else f"{base}/v1/embeddings"
         self._model = config.model
@@ -211,17 +204,9 @@ class MemoEmbedder:
 def build_embedder(config: EmbedderConfig) -> Embedder:
     """The embedder named by ``config.kind``, memoised when ``memo_size`` > 0."""
     inner: Embedder
+    # The fields were checked when the config was loaded (core.config).
     if config.kind == "wordllama":
-        dim = config.dim or WORDLLAMA_DIM
-        if not 0 < dim <= WORDLLAMA_DIM:
-            raise ConfigError(
-                f"cache.semantic.embedder.dim: expected 1-{WORDLLAMA_DIM} for wordllama, got {dim}"
-            )
-        inner = WordLlamaEmbedder(dim)
-    elif config.kind == "openai":
-        inner = OpenAIEmbedder(config)
+        inner = WordLlamaEmbedder(config.dim or WORDLLAMA_DIM)
     else:
-        raise ConfigError(
-            f'cache.semantic.embedder.kind: expected "wordllama" or "openai", got "{config.kind}"'
-        )
+        inner = OpenAIEmbedder(config)
     return MemoEmbedder(inner, config.memo_size) if config.memo_size > 0 else inner

@@ -112,6 +112,25 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.malformed_requests = Counter(
+            "sidecache_malformed_requests_total",
+            "Client requests refused as malformed (answered 400 or the connection closed).",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "sidecache_connections_closed_total",
+            "Client connections closed by sidecache: a bound was reached (header_timeout, "
+            "idle_timeout, body_timeout, max_connections).",
+            ["reason"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "sidecache_upstream_retries_total",
+            "Upstream requests sent again on a fresh connection after a reused pooled one "
+            "failed before any answer byte.",
+            ["route"],
+            registry=r,
+        )
         self.coalesced = Counter(
             "sidecache_coalesced_requests_total",
             "Requests that waited for an identical in-flight upstream call instead of making one.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib import metadata
 
 from core.config import Config, load_config, override
 from core.errors import ConfigError
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sidecache", description="Caching sidecar reverse proxy for agent services."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="serve the proxy and admin ports")
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--upstream", help="upstream URL (overrides upstream.url)")
     run.add_argument("--host", help="proxy bind address (overrides server.host)")
     run.add_argument("--port", type=int, help="proxy port (overrides server.port)")
+    run.add_argument("--admin-host", help="admin bind address (overrides server.admin_host)")
     run.add_argument("--admin-port", type=int, help="admin port (overrides server.admin_port)")
     run.add_argument("--redis-url", help='Redis URL for L2; "" disables L2 (cache.l2.url)')
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (logging.level)")
@@ -59,11 +62,19 @@ def _run_config(args: argparse.Namespace) -> Config:
             "upstream.url": args.upstream,
             "server.host": args.host,
             "server.port": args.port,
+            "server.admin_host": args.admin_host,
             "server.admin_port": args.admin_port,
             "cache.l2.url": args.redis_url,
             "logging.level": args.log_level,
         },
     )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sidecache")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _use_uvloop() -> None:

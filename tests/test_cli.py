@@ -81,8 +81,38 @@ def test_run_help_lists_the_deployment_flags():
     result = sidecache("run", "--help")
 
     assert result.returncode == 0
-    for flag in ("--config", "--upstream", "--host", "--port", "--admin-port", "--redis-url"):
+    flags = ("--config", "--upstream", "--host", "--port", "--admin-host", "--admin-port")
+    for flag in (*flags, "--redis-url"):
         assert flag in result.stdout
+
+
+def test_version_prints_the_installed_version():
+    result = sidecache("--version")
+
+    assert result.returncode == 0
+    assert result.stdout.strip() == "sidecache 0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("cache: {semantic: {embedder: {kind: nonsense}}}\n", "cache.semantic.embedder.kind"),
+        ("routes: [{name: s, path: /agents/%73elect}]\n", "routes[0].path"),
+        ("routes: [{name: s, path: '/search?q=*'}]\n", "routes[0].path"),
+        ("routes: [{name: s, path: /agents/select, method: PSOT}]\n", "routes[0].method"),
+        ("routes: [{name: s, path: /s, tenant: {headers: []}}]\n", "routes[0].tenant.headers"),
+        ("upstream: {url: 'http://a:1'}\nupstream: {url: 'http://b:2'}\n", "duplicate key"),
+    ],
+)
+def test_check_config_refuses_configs_that_could_never_work(tmp_path, text, field):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+
+    result = sidecache("check-config", str(bad))
+
+    assert result.returncode == 2
+    assert field in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_run_refuses_a_bad_flag_value_naming_the_field():

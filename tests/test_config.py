@@ -81,7 +81,7 @@ def test_a_route_needs_only_a_name_and_a_path():
     assert only.method == "POST"
     assert only.ttl == 300.0
     assert only.statuses == (200,)
-    assert only.tenant.headers == ("Authorization",)
+    assert only.tenant.headers == ("Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key")
     assert only.semantic is None
 
 
@@ -267,10 +267,77 @@ def test_route_path_must_start_with_a_slash():
     assert message == 'routes[0].path: expected a path starting with "/", got "agents/select"'
 
 
-def test_route_method_must_be_a_method():
-    message = error_of({"routes": [route(method="GE T")]})
+@pytest.mark.parametrize("method", ["GE T", "PSOT", "get post"])
+def test_route_method_must_be_a_known_method(method):
+    message = error_of({"routes": [route(method=method)]})
 
-    assert message == 'routes[0].method: expected an HTTP method, got "GE T"'
+    assert message == (
+        "routes[0].method: expected one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, "
+        f'QUERY, *, got "{method}"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("/agents/%73elect", "an escape"),
+        ("/search?q=*", "a query"),
+        ("/search#top", "a fragment"),
+    ],
+)
+def test_a_route_path_that_could_never_match_is_refused(path, why):
+    message = error_of({"routes": [route(path=path)]})
+
+    assert message.startswith(f'routes[0].path: "{path}" has {why}')
+
+
+def test_an_empty_tenant_partition_is_refused_unless_the_route_shares_on_purpose():
+    message = error_of({"routes": [route(tenant={"headers": []})]})
+    shared = config_from_dict({"routes": [route(tenant={"headers": [], "shared": True})]})
+
+    assert message.startswith("routes[0].tenant.headers: empty, so every client would share")
+    assert shared.routes[0].tenant.shared
+
+
+def test_tenant_cookies_need_the_cookie_header_in_the_partition():
+    message = error_of({"routes": [route(tenant={"headers": ["Authorization"], "cookies": ["s"]})]})
+
+    assert message.startswith("routes[0].tenant.cookies:")
+
+
+def test_a_key_given_twice_in_the_file_is_refused(tmp_path):
+    path = write(tmp_path, "upstream:\n  url: http://a:1\n  url: http://b:2\n")
+
+    with pytest.raises(ConfigError, match="duplicate key 'url'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("server", "field"),
+    [
+        ({"header_timeout": "0s"}, "server.header_timeout"),
+        ({"idle_timeout": 0}, "server.idle_timeout"),
+        ({"max_connections": -1}, "server.max_connections"),
+        ({"trusted_proxies": ["10.0.0.0/33"]}, "server.trusted_proxies[0]"),
+        ({"trusted_proxies": ["nonsense"]}, "server.trusted_proxies[0]"),
+    ],
+)
+def test_bad_connection_bounds_name_the_field(server, field):
+    assert error_of({"server": server}).startswith(f"{field}:")
+
+
+def test_l2_namespace_must_be_a_plain_name():
+    assert error_of({"cache": {"l2": {"namespace": "a b"}}}).startswith("cache.l2.namespace:")
+
+
+def test_l2_prefix_is_namespaced_by_the_upstream_unless_a_namespace_is_set():
+    one = config_from_dict({"upstream": {"url": "http://127.0.0.1:8001"}})
+    two = config_from_dict({"upstream": {"url": "http://127.0.0.1:8002"}})
+    named = config_from_dict({"cache": {"l2": {"namespace": "billing"}}})
+
+    assert one.l2_prefix != two.l2_prefix
+    assert one.l2_prefix.startswith("sidecache:")
+    assert named.l2_prefix == "sidecache:billing:"
 
 
 def test_port_out_of_range_is_refused():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from core.config import EmbedderConfig
+from core.config import EmbedderConfig, config_from_dict
 from core.embedders import MemoEmbedder, OpenAIEmbedder, WordLlamaEmbedder, build_embedder
 from core.errors import ConfigError, EmbedderError
 
@@ -182,14 +182,15 @@ def test_build_embedder_defaults_to_memoised_wordllama():
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
+    ("embedder", "message"),
     [
-        (EmbedderConfig(kind="bert"), "embedder.kind"),
-        (EmbedderConfig(kind="openai", url="ftp://x", model="m"), "embedder.url"),
-        (EmbedderConfig(kind="openai", url="http://127.0.0.1:1"), "embedder.model"),
-        (EmbedderConfig(dim=300), "embedder.dim"),
+        ({"kind": "bert"}, "embedder.kind"),
+        ({"kind": "nonsense"}, "embedder.kind"),
+        ({"kind": "openai", "url": "ftp://x", "model": "m"}, "embedder.url"),
+        ({"kind": "openai", "url": "http://127.0.0.1:1"}, "embedder.model"),
+        ({"dim": 300}, "embedder.dim"),
     ],
 )
-def test_bad_embedder_config_names_the_field(config, message):
+def test_bad_embedder_config_is_refused_at_load_naming_the_field(embedder, message):
     with pytest.raises(ConfigError, match=message):
-        build_embedder(config)
+        config_from_dict({"cache": {"semantic": {"embedder": embedder}}})
