@@ -1,9 +1,11 @@
 """Cache keys: which requests are "the same request".
 
-A key hashes the route name, method, path, normalised query, the canonical body (JSON with
-sorted keys, compact separators and the route's ``ignore_fields`` removed; raw bytes when the
-body is not JSON), the values of the route's ``vary`` headers and the tenant partition. Every
-part is length-prefixed, so no two different requests share the bytes that get hashed.
+A key hashes the route name, method, the effective target (scheme, authority, raw path,
+normalised query), the canonical body (JSON with sorted keys, compact separators and the
+route's ``ignore_fields`` removed; raw bytes when the body is not JSON), every value of the
+route's ``vary`` headers and of the headers that change a request's meaning
+(``core.headers.MEANING``), and the tenant partition. Every part is length-prefixed, so no two
+different requests share the bytes that get hashed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from core.config import RouteConfig
+from multidict import MultiMapping
+
+from core.config import RouteConfig, TenantConfig
+from core.headers import MEANING, Target
 
 _MISSING = object()
 _PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
@@ -30,36 +35,65 @@ class RequestKey:
     #: For semantic routes: the query text, and a hash of everything else that must match.
     semantic_text: str | None = None
     semantic_scope: str | None = None
+    #: The request whatever authority it was sent to (and whatever ``MEANING`` headers it
+    #: had): stored entries are tagged with it, so a purge by request reaches every copy.
+    request_tag: str = ""
 
 
 def derive_key(
     route: RouteConfig,
     method: str,
-    path: str,
-    query_string: str,
+    target: Target,
     headers: Mapping[str, str],
     body: bytes,
     generation: int = 0,
 ) -> RequestKey:
     """The cache key of a request on ``route``. ``generation`` is the route's purge count:
     purging a route bumps it, and every older key becomes unreachable at once."""
-    tenant = tenant_partition(headers, route.tenant.headers)
-    vary = [headers.get(name, "") for name in route.vary]
-    query = normalise_query(query_string)
-    common = [route.name, str(generation), method.upper(), path, query, *vary, tenant]
+    tenant = tenant_of(headers, route.tenant)
+    what = [
+        route.name,
+        str(generation),
+        method.upper(),
+        target.path,
+        normalise_query(target.query),
+        *_header_values(headers, route.vary),
+        tenant,
+    ]
+    # Where it was sent and how its body is to be read: in the key, not in the request tag.
+    where = [target.scheme, target.authority, *_header_values(headers, MEANING)]
     document = _parse_json(body)
-    if document is _MISSING:
-        return RequestKey(_digest([*common, b"raw", body]), tenant)
-    for name in route.ignore_fields:
-        _pop_path(document, name)
-    key = _digest([*common, b"json", canonical_json(document)])
+    canonical = _canonical_or_none(document, route.ignore_fields)
+    if canonical is None:
+        identity = _digest([*what, b"raw", body])
+        return RequestKey(_digest([identity, *where]), tenant, request_tag=_tag(identity))
+    identity = _digest([*what, b"json", canonical])
+    key = RequestKey(_digest([identity, *where]), tenant, request_tag=_tag(identity))
     if route.semantic is None:
-        return RequestKey(key, tenant)
+        return key
     text = _pop_path(document, route.semantic.field)
     if not isinstance(text, str) or not text.strip():
-        return RequestKey(key, tenant)
-    scope = _digest([*common, b"semantic", route.semantic.field, canonical_json(document)])
-    return RequestKey(key, tenant, text, scope)
+        return key
+    scope = _digest([*what, *where, b"semantic", route.semantic.field, canonical_json(document)])
+    return replace(key, semantic_text=text, semantic_scope=scope)
+
+
+def _canonical_or_none(document: Any, ignore_fields: tuple[str, ...]) -> bytes | None:
+    """The canonical bytes of a parsed body without its ignored fields; ``None`` when the
+    body is to be keyed raw (not JSON, or JSON with text no UTF-8 can carry, such as a
+    lone surrogate ``"\\ud800"``)."""
+    if document is _MISSING:
+        return None
+    for name in ignore_fields:
+        _pop_path(document, name)
+    try:
+        return canonical_json(document)
+    except UnicodeEncodeError:
+        return None
+
+
+def _tag(identity: str) -> str:
+    return f"request:{identity}"
 
 
 class KeyCache:
@@ -76,19 +110,18 @@ class KeyCache:
         self,
         route: RouteConfig,
         method: str,
-        path: str,
-        query_string: str,
+        target: Target,
         headers: Mapping[str, str],
         body: bytes,
         generation: int = 0,
     ) -> RequestKey:
         if len(body) > self._max_body:
-            return derive_key(route, method, path, query_string, headers, body, generation)
-        header_values = tuple(headers.get(name) for name in (*route.vary, *route.tenant.headers))
-        memo = (route.name, generation, method, path, query_string, header_values, body)
+            return derive_key(route, method, target, headers, body, generation)
+        names = (*route.vary, *MEANING, *route.tenant.headers)
+        memo = (route.name, generation, method, target, *_header_values(headers, names), body)
         key = self._memo.get(memo)
         if key is None:
-            key = derive_key(route, method, path, query_string, headers, body, generation)
+            key = derive_key(route, method, target, headers, body, generation)
             if len(self._memo) >= self._size:
                 self._memo.clear()
             self._memo[memo] = key
@@ -118,12 +151,44 @@ def normalise_query(query_string: str) -> str:
     return urlencode(sorted(pairs, key=lambda pair: pair[0]), encoding="latin-1")
 
 
-def tenant_partition(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
-    """A short hash of the tenant-identifying headers; ``"-"`` when none is present."""
-    values = [headers.get(name, "") for name in names]
+def tenant_of(headers: Mapping[str, str], tenant: TenantConfig) -> str:
+    """The tenant partition of a request on a route with these ``tenant`` settings."""
+    if tenant.shared:
+        return "-"
+    return tenant_partition(headers, tenant.headers, tenant.cookies)
+
+
+def tenant_partition(
+    headers: Mapping[str, str], names: tuple[str, ...], cookies: tuple[str, ...] = ()
+) -> str:
+    """A short hash of every value of the tenant-identifying headers (``Cookie`` narrowed
+    to ``cookies`` when given); ``"-"`` when none is present."""
+    values: list[str] = []
+    for name in names:
+        found = _all(headers, name)
+        if cookies and name.lower() == "cookie":
+            found = [f"{n}={v}" for line in found for n, v in _cookies(line) if n in cookies]
+        values.append("\x00".join(found))
     if not any(values):
         return "-"
     return _digest(["tenant", *values])[:32]
+
+
+def _all(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a header: a repeated header counts whole, not just its first line."""
+    if isinstance(headers, MultiMapping):
+        return list(headers.getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def _header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+    return ["\x00".join(_all(headers, name)) for name in names]
+
+
+def _cookies(line: str) -> list[tuple[str, str]]:
+    pairs = (part.strip().partition("=") for part in line.split(";"))
+    return [(name.strip(), value.strip()) for name, _, value in pairs if name.strip()]
 
 
 def _parse_json(body: bytes) -> Any:

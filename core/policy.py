@@ -8,21 +8,7 @@ from collections.abc import Mapping
 from multidict import MultiMapping
 
 from core.config import RouteConfig
-
-#: Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded nor stored.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+from core.headers import HOP_BY_HOP
 
 
 class Decision(enum.Enum):

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from core.cache import TieredCache
 from core.config import RouteConfig
 from core.errors import TierUnavailable
+from core.headers import Target
 from core.invalidation import Invalidation, InvalidationBus
 from core.keys import derive_key
 from core.tiers.redis import RedisTier
@@ -76,22 +77,15 @@ class Purger:
         self,
         route: RouteConfig,
         method: str,
-        path: str,
-        query: str,
+        target: Target,
         headers: Mapping[str, str],
         body: bytes,
     ) -> PurgeReport:
+        """Every stored copy of this request, whatever authority it was sent to, and its
+        semantic row: each carries the request's tag."""
         generation = self._generations.get(route.name)
-        derived = derive_key(route, method, path, query, headers, body, generation)
-        key = derived.key
-        report = PurgeReport(l1=self._drop_local(Invalidation("key", key)))
-        await self._remote(report, "l2", self._l2 and self._l2.delete(key))
-        if derived.semantic_scope is not None and derived.semantic_text is not None:
-            semantic_query = (derived.semantic_scope, derived.semantic_text)
-            semantic = self._semantic and self._semantic.purge(query=semantic_query)
-            await self._remote(report, "semantic", semantic)
-        await self._broadcast(report, Invalidation("key", key))
-        return report
+        derived = derive_key(route, method, target, headers, body, generation)
+        return await self.by_tag(derived.request_tag)
 
     async def by_route(self, route: str) -> PurgeReport:
         report = PurgeReport(l1=self._drop_local(Invalidation("route", route)))

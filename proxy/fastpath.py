@@ -92,9 +92,12 @@ class FastConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._paused = False
         self._lookup: asyncio.Future[None] | None = None
+        self._peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
         self._server.fast_connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -128,7 +131,7 @@ class FastConnection(asyncio.Protocol):
             request = _parse(self._buffer)
             if request is None:  # incomplete: wait for more bytes
                 return
-            found = None if request is _DELEGATE else proxy.fast_key(*request.fields)
+            found = None if request is _DELEGATE else proxy.fast_key(*request.fields, self._peer)
             if found is None:
                 self._hand_over()
                 return
@@ -200,21 +203,21 @@ class FastConnection(asyncio.Protocol):
 class _Request:
     """A request the fast path may answer; ``size`` is its length in the buffer."""
 
-    __slots__ = ("body", "headers", "method", "path", "query", "size")
+    __slots__ = ("body", "headers", "method", "path", "size", "target")
 
     def __init__(
-        self, method: str, path: str, query: str, headers: CIMultiDict[str], body: bytes, size: int
+        self, method: str, path: str, target: str, headers: CIMultiDict[str], body: bytes, size: int
     ) -> None:
         self.method = method
         self.path = path
-        self.query = query
+        self.target = target
         self.headers = headers
         self.body = body
         self.size = size
 
     @property
     def fields(self) -> tuple[str, str, str, CIMultiDict[str], bytes]:
-        return self.method, self.path, self.query, self.headers, self.body
+        return self.method, self.path, self.target, self.headers, self.body
 
 
 _DELEGATE = _Request("", "", "", CIMultiDict(), b"", 0)
@@ -256,5 +259,5 @@ def _parse(buffer: bytearray) -> _Request | None:
     size = end + 4 + int(length)
     if len(buffer) < size:
         return None
-    path, _, query = target.partition("?")
-    return _Request(method, path, query, headers, bytes(buffer[end + 4 : size]), size)
+    path = target.partition("?")[0]
+    return _Request(method, path, target, headers, bytes(buffer[end + 4 : size]), size)

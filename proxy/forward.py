@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from core.config import UpstreamConfig
 from core.errors import UpstreamTimeout, UpstreamUnreachable
+from core.headers import end_to_end
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
-from core.policy import HOP_BY_HOP
 
 #: How long the upstream took to answer the current request (for its access log line).
 UPSTREAM_SECONDS: ContextVar[float | None] = ContextVar("upstream_seconds", default=None)
@@ -45,29 +44,6 @@ class Streaming:
 
     response: aiohttp.ClientResponse
     prefix: bytes
-
-
-def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """``headers`` without hop-by-hop ones, including those named in ``Connection``."""
-    connection = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in connection
-    )
-
-
-def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
-    """The client's headers as the upstream should see them: end-to-end only, ``Host`` left
-    to the session, ``X-Forwarded-*`` set."""
-    headers = end_to_end(request.headers)
-    headers.popall("Host", None)
-    peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers.setdefault("X-Forwarded-Proto", request.scheme)
-    headers.setdefault("X-Forwarded-Host", request.host)
-    return headers
 
 
 class Upstream:

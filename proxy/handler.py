@@ -9,12 +9,13 @@ unsafe methods) are marked where they happen.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
@@ -25,18 +26,13 @@ from core.cache import Hit
 from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.errors import UpstreamError
+from core.headers import Target, effective_target, end_to_end, is_trusted, upstream_headers
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
 from core.policy import Decision, decide, may_share
 from core.singleflight import SingleFlight
-from proxy.forward import (
-    UPSTREAM_SECONDS,
-    Buffered,
-    Streaming,
-    end_to_end,
-    request_headers,
-)
+from proxy.forward import UPSTREAM_SECONDS, Buffered, Streaming
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -78,18 +74,21 @@ class ProxyHandler:
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
         self._keys = KeyCache()
+        self._trusted = runtime.config.server.trusted_proxies
+        self._body_timeout = runtime.config.server.body_timeout
         self.remote_tiers = [tier.name for tier in runtime.cache.remotes]
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         UPSTREAM_SECONDS.set(None)
         route = self._routes.match(request.method, request.path)
+        target = self._target(request)
         result, response = "pass", None
         try:
             if route is None:
-                response = await self._pass_through(request, NO_ROUTE, "fwd=bypass")
+                response = await self._pass_through(request, target, NO_ROUTE, "fwd=bypass")
             else:
-                result, response = await self._handle_route(request, route)
+                result, response = await self._handle_route(request, target, route)
         except UpstreamError as exc:
             result = "error"
             response = _error_response(exc, "fwd=miss" if route is not None else "fwd=bypass")
@@ -107,21 +106,23 @@ class ProxyHandler:
         self,
         method: str,
         path: str,
-        query_string: str,
-        headers: Mapping[str, str],
+        raw_target: str,
+        headers: CIMultiDict[str],
         body: bytes,
+        peer: str,
     ) -> tuple[RouteConfig, RequestKey] | None:
         """The route and key of a request the fast path may answer from the exact tiers:
-        a ``json`` route and an ordinary lookup. ``None``: leave it to ``handle``."""
+        a ``json`` route and an ordinary lookup. ``path`` is the decoded path routes match.
+        ``None``: leave it to ``handle``."""
         route = self._routes.match(method, path)
         if route is None or route.mode != "json":
             return None
         if decide(route, headers, len(body)) is not Decision.LOOKUP:
             return None
+        trusted = is_trusted(peer, self._trusted)
+        target = effective_target(raw_target, headers, "http", trusted)
         generation = self._generations.get(route.name)
-        return route, self._keys.derive(
-            route, method, path, query_string, headers, body, generation
-        )
+        return route, self._keys.derive(route, method, target, headers, body, generation)
 
     def fresh_local(self, route: RouteConfig, key: RequestKey) -> CachedResponse | None:
         """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
@@ -169,61 +170,63 @@ class ProxyHandler:
                 upstream_duration=upstream,
             )
 
+    def _target(self, request: web.BaseRequest) -> Target:
+        trusted = is_trusted(request.remote or "", self._trusted)
+        return effective_target(request.raw_path, request.headers, request.scheme, trusted)
+
     async def _handle_route(
-        self, request: web.BaseRequest, route: RouteConfig
+        self, request: web.BaseRequest, target: Target, route: RouteConfig
     ) -> tuple[str, web.StreamResponse]:
         mode = MODES[route.mode]
         body_size = request.content_length if request.body_exists else 0
         decision = mode.decide(route, request.headers, body_size)
         if decision is Decision.BYPASS:
-            return "bypass", await self._pass_through(request, route.name, "fwd=bypass")
+            return "bypass", await self._pass_through(request, target, route.name, "fwd=bypass")
 
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(request.read(), self._body_timeout)
+        except TimeoutError:
+            self._metrics.connections_closed.labels("body_timeout").inc()
+            return "error", _body_timeout_response(self._body_timeout)
         method, keyed_body = mode.keyed_request(request.method, body)
-        key = self._keys.derive(
-            route,
-            method,
-            request.rel_url.raw_path,  # as sent: %2F and / are different paths
-            request.rel_url.raw_query_string,
-            request.headers,
-            keyed_body,
-            self._generations.get(route.name),
-        )
+        generation = self._generations.get(route.name)
+        key = self._keys.derive(route, method, target, request.headers, keyed_body, generation)
         hit = (
             await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
         )
         now = time.time()
         if hit is not None and hit.entry.is_fresh(now):
             if _refresh_ahead_due(route, hit.entry, now):
-                self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
+                outgoing = self._outgoing(request, target, route, key, body, hit.entry)
+                self._refresh_in_background(outgoing)
             self._count_hit(route, hit.tier)
             return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(
                 request, route, hit
             )
         if hit is not None and hit.entry.may_serve_while_revalidating(now):
-            self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
+            outgoing = self._outgoing(request, target, route, key, body, hit.entry)
+            self._refresh_in_background(outgoing)
             self._count_hit(route, hit.tier)
             return "stale", _answer_hit(request, route, hit, "fwd=stale; ")
         if request.method == "HEAD":  # nothing stored to answer it from: just forward it
-            return "miss", await self._pass_through(request, route.name, "fwd=miss")
-        return await self._forward(request, route, key, body, hit, decision)
+            return "miss", await self._pass_through(request, target, route.name, "fwd=miss")
+        outgoing = self._outgoing(request, target, route, key, body, hit.entry if hit else None)
+        return await self._forward(request, outgoing, hit, decision)
 
     async def _forward(
         self,
         request: web.BaseRequest,
-        route: RouteConfig,
-        key: RequestKey,
-        body: bytes,
+        outgoing: Outgoing,
         hit: Hit | None,
         decision: Decision,
     ) -> tuple[str, web.StreamResponse]:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
+        route, key = outgoing.route, outgoing.key
         now = time.time()
         fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
         fwd = "fwd=miss" if decision is Decision.LOOKUP else "fwd=request"
         if hit is not None:
             fwd = "fwd=stale"
-        outgoing = self._outgoing(request, route, key, body, hit.entry if hit else None)
         try:
             answer, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
         except UpstreamError as exc:
@@ -239,15 +242,16 @@ class ProxyHandler:
     def _outgoing(
         self,
         request: web.BaseRequest,
+        target: Target,
         route: RouteConfig,
         key: RequestKey,
         body: bytes,
         stale: CachedResponse | None = None,
     ) -> Outgoing:
-        headers = request_headers(request)
+        headers = upstream_headers(request.headers, request.remote or "", target)
         for name in CLIENT_CONDITIONALS:
             headers.popall(name, None)
-        return Outgoing(route, key, request.method, request.path_qs, headers, body, stale)
+        return Outgoing(route, key, request.method, target.path_qs, headers, body, stale)
 
     async def _lookup(
         self, route: RouteConfig, key: RequestKey, headers: Mapping[str, str]
@@ -333,6 +337,7 @@ class ProxyHandler:
             answer.body,
             times,
         )
+        entry = replace(entry, tags=(*entry.tags, key.request_tag))
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:
             semantic = (key.semantic_scope, route.name, key.semantic_text)
@@ -401,11 +406,12 @@ class ProxyHandler:
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
     async def _pass_through(
-        self, request: web.BaseRequest, route_name: str, fwd: str
+        self, request: web.BaseRequest, target: Target, route_name: str, fwd: str
     ) -> web.StreamResponse:
-        body = request.content if request.body_exists else None
+        body = _paced(request.content, self._body_timeout) if request.body_exists else None
+        headers = upstream_headers(request.headers, request.remote or "", target)
         upstream = await self._upstream.open(
-            route_name, request.method, request.path_qs, request_headers(request), body
+            route_name, request.method, target.path_qs, headers, body
         )
         if request.method in http_cache.UNSAFE_METHODS and upstream.status < 400:
             self._invalidate_uris(request, upstream)
@@ -517,6 +523,20 @@ async def _stream(
         raise
     finally:
         upstream.release()
+
+
+async def _paced(stream: aiohttp.StreamReader, pause: float) -> AsyncIterator[bytes]:
+    """A streamed request body that fails (``TimeoutError``) when the client pauses longer
+    than ``pause`` between two chunks: a stalled upload must not hold the upstream."""
+    while chunk := await asyncio.wait_for(stream.readany(), pause):
+        yield chunk
+
+
+def _body_timeout_response(seconds: float) -> web.Response:
+    body = {"error": "body_timeout", "detail": f"request body not received within {seconds:g}s"}
+    response = web.json_response(body, status=408)
+    response.force_close()
+    return response
 
 
 def _error_response(exc: UpstreamError, fwd: str) -> web.Response:

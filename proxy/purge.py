@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from core.headers import Target
 from core.purge import PurgeReport
 from proxy.runtime import Runtime
 
@@ -91,9 +92,9 @@ async def _purge_request(runtime: Runtime, spec: Any) -> PurgeReport:
         raw = body.encode()  # a string is the raw body, as sent
     else:
         raw = json.dumps(body).encode()
-    return await runtime.purger.by_request(
-        route, method.upper(), path, query, CIMultiDict(headers), raw
-    )
+    headers = CIMultiDict(headers)
+    target = Target("http", headers.get("Host", ""), path, query)  # any authority: see by_request
+    return await runtime.purger.by_request(route, method.upper(), target, headers, raw)
 
 
 def _check_auth(request: web.Request, runtime: Runtime) -> web.Response | None:

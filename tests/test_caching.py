@@ -157,12 +157,13 @@ async def test_l1_byte_bound_holds_through_the_proxy(make_proxy, upstream):
 
 
 async def test_an_l2_hit_is_promoted_into_l1(make_proxy, upstream, redis_url):
+    service = {"Host": "agents.internal"}  # both replicas behind one Service name
     writer = await make_proxy(cache={"l2": {"url": redis_url}})
-    await writer.client.post("/agents/select", json={"task": "shared"})
+    await writer.client.post("/agents/select", json={"task": "shared"}, headers=service)
     await writer.runtime.cache.flush()
     reader = await make_proxy(cache={"l2": {"url": redis_url}})
-    from_l2 = await reader.client.post("/agents/select", json={"task": "shared"})
-    from_l1 = await reader.client.post("/agents/select", json={"task": "shared"})
+    from_l2 = await reader.client.post("/agents/select", json={"task": "shared"}, headers=service)
+    from_l1 = await reader.client.post("/agents/select", json={"task": "shared"}, headers=service)
     assert from_l2.headers["Cache-Status"] == "sidecache; hit; detail=l2"
     assert from_l1.headers["Cache-Status"] == "sidecache; hit; detail=l1"
     assert await from_l2.read() == await from_l1.read()
@@ -184,7 +185,8 @@ async def test_an_unreadable_l2_entry_is_dropped_and_counted_not_served(
     await proxy.client.post("/agents/select", json={"task": "corrupt"})
     await proxy.runtime.cache.flush()
     l2 = proxy.runtime.l2
-    (key,) = [k async for k in l2.client.scan_iter(match=l2._prefix + "*")]
+    entries = l2.client.scan_iter(match=l2._prefix + "*")
+    (key,) = [k async for k in entries if b":tag:" not in k]
     await l2.client.set(key, b"\x80\x04garbage that is not an entry")
     response = await proxy.client.post("/agents/select", json={"task": "corrupt"})
     assert response.headers["Cache-Status"].startswith("sidecache; fwd=miss")

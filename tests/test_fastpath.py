@@ -32,7 +32,8 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, 
 @pytest.fixture
 async def warm(make_proxy, upstream):
     proxy = await make_proxy()
-    await proxy.client.post(SELECT, data=BODY, headers={"Content-Type": "application/json"})
+    headers = {"Host": "sidecache", "Content-Type": "application/json"}  # as post() sends
+    await proxy.client.post(SELECT, data=BODY, headers=headers)
     return proxy
 
 
@@ -140,7 +141,8 @@ async def test_an_idle_fast_connection_is_closed_on_shutdown(warm, upstream):
 
 async def test_an_l2_hit_is_answered_on_the_fast_path(make_proxy, upstream, redis_url):
     proxy = await make_proxy(cache={"l1": {"enabled": False}, "l2": {"url": redis_url}})
-    await proxy.client.post(SELECT, data=BODY)
+    headers = {"Host": "sidecache", "Content-Type": "application/json"}  # as post() sends
+    await proxy.client.post(SELECT, data=BODY, headers=headers)
     await proxy.runtime.cache.flush()
     reader, writer = await connect(proxy)
     writer.write(post() + post())

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from core.config import RouteConfig, SemanticRouteConfig, TenantConfig
+from core.headers import Target
 from core.keys import RequestKey, canonical_json, derive_key, normalise_query, tenant_partition
 
 ROUTE = RouteConfig(name="select", path="/agents/select", ignore_fields=("request_id",))
@@ -49,14 +50,8 @@ def derive(
     query: str = "",
     headers: dict[str, str] | None = None,
 ) -> RequestKey:
-    return derive_key(
-        route,
-        method,
-        route.path if path is None else path,
-        query,
-        CIMultiDict(headers or {}),
-        body,
-    )
+    target = Target("http", "sidecache.test", route.path if path is None else path, query)
+    return derive_key(route, method, target, CIMultiDict(headers or {}), body)
 
 
 def key_of(body: bytes, **request: Any) -> str:

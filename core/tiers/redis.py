@@ -138,13 +138,17 @@ class RedisTier:
 
     async def clear(self) -> int:
         """Delete every entry and tag index under the prefix (SCAN, not KEYS, so Redis never
-        blocks); route generations stay, so no replica's view of them goes backwards."""
+        blocks) and return how many entries went; route generations stay, so no replica's
+        view of them goes backwards."""
+        tag_prefix = self._tag_key("").encode()
 
         async def scan_and_delete() -> int:
             matches = self.client.scan_iter(match=self._prefix + "*", count=500)
             removed = 0
             async for batch in _batches(matches):
-                removed += await self._unlink([k for k in batch if _GENERATION_BYTES not in k])
+                entries = [k for k in batch if _GENERATION_BYTES not in k]
+                await self._unlink([k for k in entries if k.startswith(tag_prefix)])
+                removed += await self._unlink([k for k in entries if not k.startswith(tag_prefix)])
             return removed
 
         return await self.breaker.call(scan_and_delete)
