@@ -12,7 +12,7 @@ believed for ``X-Forwarded-Proto`` and ``X-Forwarded-Host``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -146,6 +146,14 @@ def _networks(
 def _last(value: str | None) -> str:
     """The value the nearest proxy added to a comma-separated forwarding header."""
     return value.rsplit(",", 1)[-1].strip() if value else ""
+
+
+def combined(headers: Mapping[str, str], name: str) -> str:
+    """Every line of a list-valued header as one value (RFC 9110 §5.3): a second
+    ``Cache-Control`` or ``Vary`` line counts as much as the first."""
+    if isinstance(headers, MultiMapping):
+        return ", ".join(headers.getall(name, ()))
+    return headers.get(name, "")
 
 
 def all_values(headers: MultiMapping[str], names: Iterable[str]) -> list[str]:

@@ -22,6 +22,7 @@ import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core.headers import combined
 from core.policy import Decision, cache_control
 
 #: Unsafe methods invalidate what is stored for their target URI (§4.4).
@@ -40,7 +41,7 @@ class Freshness:
 
 def request_decision(headers: Mapping[str, str]) -> Decision:
     """Request directives: ``no-store`` bypasses; ``no-cache`` / ``max-age=0`` revalidate."""
-    directives = cache_control(headers.get("Cache-Control"))
+    directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives:
         return Decision.BYPASS
     if (
@@ -56,8 +57,8 @@ def unstorable_reason(
     request_headers: Mapping[str, str], response_headers: Mapping[str, str]
 ) -> str | None:
     """Why a shared cache must not store this response, or None."""
-    directives = cache_control(response_headers.get("Cache-Control"))
-    if "no-store" in cache_control(request_headers.get("Cache-Control")):
+    directives = cache_control(combined(response_headers, "Cache-Control"))
+    if "no-store" in cache_control(combined(request_headers, "Cache-Control")):
         return "request-no-store"
     if "no-store" in directives:
         return "no-store"
@@ -78,7 +79,7 @@ def freshness(
     headers: Mapping[str, str], default_ttl: float, request_time: float, response_time: float
 ) -> Freshness:
     """Lifetime and initial age of a response received at ``response_time``."""
-    directives = cache_control(headers.get("Cache-Control"))
+    directives = cache_control(combined(headers, "Cache-Control"))
     date = _http_date(headers.get("Date")) or response_time
     stale_allowed = not ({"must-revalidate", "proxy-revalidate"} & directives.keys())
     explicit = _delta(directives.get("s-maxage"))
@@ -102,13 +103,20 @@ def freshness(
 
 def vary_names(headers: Mapping[str, str]) -> tuple[str, ...]:
     """The request headers a response varies on, lowercased and sorted."""
-    names = {name.strip().lower() for name in headers.get("Vary", "").split(",")}
+    names = {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     return tuple(sorted(name for name in names if name))
 
 
 def vary_values(names: tuple[str, ...], request_headers: Mapping[str, str]) -> tuple:
     """The request's values for ``names``: what a stored variant must match (§4.1)."""
-    return tuple((name, " ".join(request_headers.get(name, "").split())) for name in names)
+    return tuple((name, " ".join(combined(request_headers, name).split())) for name in names)
+
+
+def selects(vary: tuple[tuple[str, str], ...], request_headers: Mapping[str, str]) -> bool:
+    """Whether a variant stored for the request header values ``vary`` may answer a request
+    with ``request_headers``: the same value for every header it varies on (§4.1)."""
+    names = tuple(name for name, _ in vary)
+    return vary == vary_values(names, request_headers)
 
 
 def validators(headers: Mapping[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from multidict import MultiMapping
 from core import http_cache
 from core.config import RouteConfig
 from core.entry import CachedResponse
+from core.headers import combined
 from core.policy import (
     Decision,
     cache_control,
@@ -58,7 +59,7 @@ class JsonMode:
         body: bytes,
         times: tuple[float, float],
     ) -> CachedResponse:
-        directives = cache_control(headers.get("Cache-Control"))
+        directives = cache_control(combined(headers, "Cache-Control"))
         return CachedResponse(
             status=status,
             headers=storable_headers(headers),

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from multidict import MultiMapping
 
 from core.config import RouteConfig
-from core.headers import HOP_BY_HOP
+from core.headers import HOP_BY_HOP, combined
 
 
 class Decision(enum.Enum):
@@ -35,7 +35,7 @@ def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     """Request-side rules: ``no-store`` and oversized bodies bypass, ``no-cache`` refreshes."""
     if body_size is None or body_size > route.max_body_size:
         return Decision.BYPASS
-    directives = cache_control(headers.get("Cache-Control"))
+    directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives:
         return Decision.BYPASS
     if "no-cache" in directives or headers.get("Pragma", "").lower() == "no-cache":
@@ -49,35 +49,24 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
         return "status"
     if "Set-Cookie" in headers:
         return "set-cookie"
-    directives = cache_control(headers.get("Cache-Control"))
+    directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives or "private" in directives:
         return "cache-control"
     if "text/event-stream" in headers.get("Content-Type", ""):
         return "stream"
     covered = {h.lower() for h in (*route.vary, *route.tenant.headers)}
     if route.mode == "http":  # responses are stored per variant of their own Vary
-        covered |= {name.strip().lower() for name in headers.get("Vary", "").split(",")}
+        covered |= {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     # An encoded body may only go to clients that accept it: cached only when keyed by it.
-    encoding = headers.get("Content-Encoding", "identity").lower()
-    if encoding != "identity" and "accept-encoding" not in covered:
+    encodings = {e.strip().lower() for e in combined(headers, "Content-Encoding").split(",")}
+    if encodings - {"", "identity"} and "accept-encoding" not in covered:
         return "content-encoding"
     # A Vary on a header the key does not cover could hand one client another's variant.
-    for name in headers.get("Vary", "").split(","):
+    for name in combined(headers, "Vary").split(","):
         name = name.strip().lower()
         if name and name not in covered:
             return "vary"
     return None
-
-
-def may_share(headers: Mapping[str, str]) -> bool:
-    """Whether a response may be handed to identical concurrent requests (single-flight).
-
-    Per-client answers (cookies, ``private``) go only to the client that asked.
-    """
-    if "Set-Cookie" in headers:
-        return False
-    directives = cache_control(headers.get("Cache-Control"))
-    return "private" not in directives and "no-store" not in directives
 
 
 def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

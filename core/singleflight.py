@@ -29,6 +29,11 @@ class SingleFlight(Generic[T]):
     def __len__(self) -> int:
         return len(self._flights)
 
+    @property
+    def waiting(self) -> int:
+        """Callers waiting on some flight, leaders included."""
+        return sum(flight.callers for flight in self._flights.values())
+
     async def do(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run ``work`` once for all concurrent callers of ``key``.
 

@@ -30,7 +30,7 @@ from core.headers import Target, effective_target, end_to_end, is_trusted, upstr
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
-from core.policy import Decision, decide, may_share
+from core.policy import Decision, decide
 from core.singleflight import SingleFlight
 from proxy.forward import UPSTREAM_SECONDS, Buffered, Streaming
 from proxy.runtime import Runtime
@@ -57,6 +57,15 @@ class Outgoing:
     stale: CachedResponse | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An upstream answer to a cacheable request and the entry stored from it (``None``:
+    not stored). Concurrent identical requests may share it only through ``entry``."""
+
+    answer: Buffered | Streaming
+    entry: CachedResponse | None = None
+
+
 class ProxyHandler:
     """Answers one client request from cache or through the upstream."""
 
@@ -69,7 +78,7 @@ class ProxyHandler:
         self._generations = runtime.generations
         self._purger = runtime.purger
         self._refreshing: set[str] = set()
-        self._flights: SingleFlight[Buffered | Streaming] = SingleFlight()
+        self._flights: SingleFlight[Fetched] = SingleFlight()
         self._timers: dict[tuple[str, str], object] = {}
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
@@ -228,16 +237,23 @@ class ProxyHandler:
         if hit is not None:
             fwd = "fwd=stale"
         try:
-            answer, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
+            fetched, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
+            if joined and not _may_share(fetched, request.headers):
+                # The answer is not one this client may be given (not stored, or another
+                # variant): it makes its own call instead.
+                fetched, joined = await self._fetch(outgoing), False
         except UpstreamError as exc:
             if fallback is None:
                 raise
             self._count_hit(route, fallback.tier)
             return "stale", _answer_stale_on_error(fallback, exc.reason)
+        answer = fetched.answer
         if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
             self._count_hit(route, fallback.tier)
             return "stale", _answer_stale_on_error(fallback, f"status {answer.status}")
-        return "miss", await self._answer_fetched(request, outgoing, answer, joined, fwd)
+        if joined:
+            self._metrics.coalesced.labels(route.name).inc()
+        return "miss", await self._answer_fetched(request, route, answer, joined, fwd)
 
     def _outgoing(
         self,
@@ -288,14 +304,14 @@ class ProxyHandler:
         return max(stale, key=lambda hit: hit.entry.stored_at, default=None)
 
     async def _lookup_variant(self, key: str, hit: Hit, headers: Mapping[str, str]) -> Hit | None:
+        if http_cache.selects(hit.entry.vary, headers):
+            return hit
         names = tuple(name for name, _ in hit.entry.vary)
         wanted = http_cache.vary_values(names, headers)
-        if hit.entry.vary == wanted:
-            return hit
         variant = await self._lookup_exact(variant_key(key, wanted))
         return variant if variant is not None and variant.entry.vary == wanted else None
 
-    async def _fetch(self, outgoing: Outgoing) -> Buffered | Streaming:
+    async def _fetch(self, outgoing: Outgoing) -> Fetched:
         """One upstream request for a cacheable route; a storable answer is stored. A stale
         entry with validators is revalidated: a 304 refreshes it instead of a new body."""
         route, stale = outgoing.route, outgoing.stale
@@ -314,20 +330,22 @@ class ProxyHandler:
             route.max_entry_size,
         )
         if isinstance(answer, Streaming):
-            return answer
+            return Fetched(answer)
         if answer.status == 304 and conditions and stale is not None:
             merged = http_cache.merge_not_modified(stale.headers, answer.headers)
             answer = Buffered(stale.status, CIMultiDict(merged), stale.body, revalidated=True)
-        self._store(outgoing, answer, (request_time, time.time()))
-        return answer
+        return Fetched(answer, self._store(outgoing, answer, (request_time, time.time())))
 
-    def _store(self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float]) -> None:
+    def _store(
+        self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float]
+    ) -> CachedResponse | None:
+        """Store a storable answer; returns the entry stored, or ``None``."""
         route, key = outgoing.route, outgoing.key
         mode = MODES[route.mode]
         reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
         if reason is not None:
             log.debug("not storing %s answer: %s", route.name, reason)
-            return
+            return None
         entry = mode.entry(
             route,
             outgoing.headers,
@@ -345,28 +363,16 @@ class ProxyHandler:
         if entry.vary:  # HTTP mode: each variant also under its own key
             self._cache.store(variant_key(key.key, entry.vary), entry)
         answer.stored = True
+        return entry
 
     async def _answer_fetched(
         self,
         request: web.BaseRequest,
-        outgoing: Outgoing,
+        route: RouteConfig,
         answer: Buffered | Streaming,
         joined: bool,
         fwd: str,
     ) -> web.StreamResponse:
-        route = outgoing.route
-        if joined:
-            self._metrics.coalesced.labels(route.name).inc()
-            if isinstance(answer, Streaming) or not may_share(answer.headers):
-                # Not shareable: this client gets its own upstream answer.
-                answer = await self._upstream.fetch(
-                    route.name,
-                    outgoing.method,
-                    outgoing.path_qs,
-                    outgoing.headers,
-                    outgoing.body,
-                    route.max_entry_size,
-                )
         if isinstance(answer, Streaming):
             return await _stream(request, answer.response, answer.prefix, f"{fwd}; detail=stream")
         UPSTREAM_SECONDS.set(answer.upstream_seconds)
@@ -394,15 +400,15 @@ class ProxyHandler:
     async def _refresh(self, outgoing: Outgoing) -> None:
         route = outgoing.route.name
         try:
-            answer, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
+            fetched, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
         except UpstreamError as exc:
             self._metrics.background_refreshes.labels(route, "error").inc()
             log.info("background refresh of %s failed: %s", route, exc)
             return
         finally:
             self._refreshing.discard(outgoing.key.key)
-        if isinstance(answer, Streaming):
-            answer.response.release()
+        if isinstance(fetched.answer, Streaming):
+            fetched.answer.response.release()
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
     async def _pass_through(
@@ -449,6 +455,14 @@ class ProxyHandler:
             timer = self._metrics.request_duration.labels(route, result)
             self._timers[(route, result)] = timer
         return timer
+
+
+def _may_share(fetched: Fetched, headers: Mapping[str, str]) -> bool:
+    """Whether another request's answer may be handed to this request: only what was
+    stored, and only a variant the cache would select for it (RFC 9111 §4.1). The same
+    rule as for a stored entry, so coalescing never widens who sees an answer."""
+    entry = fetched.entry
+    return entry is not None and http_cache.selects(entry.vary, headers)
 
 
 def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) -> bool:

@@ -79,6 +79,7 @@ class FakeUpstream:
                 "n": self.calls[request.path],
                 "method": request.method,
                 "path": request.path,
+                "raw_path": request.raw_path,
                 "query": request.query_string,
                 "headers": dict(request.headers),
                 "body_size": len(body),
