@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import gc
 import pickle
+import tracemalloc
+import weakref
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,6 +107,61 @@ def test_header_order_and_repeats_are_kept():
     )
 
     assert CachedResponse.from_bytes(entry.to_bytes()).headers == entry.headers
+
+
+# --- size -------------------------------------------------------------------------------------
+
+SHAPES = {
+    "json_with_8_headers": CachedResponse(
+        200,
+        tuple((f"X-Header-{i}", "v" * 20) for i in range(8)),
+        b"{}" * 300,
+        ttl=60.0,
+        route="select",
+    ),
+    "tags_and_vary": CachedResponse(
+        200,
+        (("Content-Type", "application/json"), ("Vary", "Accept")),
+        b"{}" * 50,
+        tags=("agents", "request:abc"),
+        route="select",
+        vary=(("Accept", "application/json"),),
+    ),
+    "large_body": LARGE,
+}
+
+
+@pytest.mark.parametrize("entry", list(SHAPES.values()), ids=list(SHAPES))
+def test_size_covers_what_a_parsed_entry_allocates(entry):
+    """tracemalloc sees requested bytes; ``size`` adds the allocator's rounding, so it should
+    come out a little above them, never below."""
+    blob = entry.to_bytes(compress_above=10**9)
+    parsed: list[CachedResponse | None] = [None] * 200
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(len(parsed)):
+            parsed[i] = CachedResponse.from_bytes(blob)
+        allocated = (tracemalloc.get_traced_memory()[0] - before) / len(parsed)
+    finally:
+        tracemalloc.stop()
+
+    assert allocated <= entry.size <= 1.2 * allocated
+
+
+def test_a_changed_copy_has_its_own_size():
+    bigger = replace(SAMPLE, body=SAMPLE.body + b"x" * 1000)
+
+    assert bigger.size == SAMPLE.size + 1000
+    assert SAMPLE.with_times(0.0, 1.0).size == SAMPLE.size
+
+
+def test_a_parsed_entry_equals_its_source_and_takes_weak_references():
+    copy = CachedResponse.from_bytes(SAMPLE.to_bytes())
+
+    assert copy == SAMPLE
+    assert weakref.ref(copy)() is copy
 
 
 # --- malformed input --------------------------------------------------------------------------
