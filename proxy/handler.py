@@ -30,6 +30,16 @@ from core.headers import Target, effective_target, end_to_end, is_trusted, upstr
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
+from core.outcome import (
+    Outcome,
+    failed,
+    fetched,
+    fresh_hit,
+    passed,
+    stale_hit,
+    stale_on_error,
+    streamed,
+)
 from core.policy import Decision, decide
 from core.singleflight import SingleFlight
 from proxy.forward import UPSTREAM_SECONDS, Buffered, Streaming
@@ -41,6 +51,9 @@ CACHE_STATUS = "Cache-Status"
 #: Pass-through answers up to this size (with a known length) are sent in one write.
 SMALL_ANSWER = 64 * 1024
 NO_ROUTE = "none"
+PASSED = passed("pass", "bypass")  # no route: relayed as it is
+BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
+BODY_TIMEOUT = Outcome("error", detail="body-timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +105,22 @@ class ProxyHandler:
         UPSTREAM_SECONDS.set(None)
         route = self._routes.match(request.method, request.path)
         target = self._target(request)
-        result, response = "pass", None
+        outcome, response = PASSED, None
         try:
             if route is None:
-                response = await self._pass_through(request, target, NO_ROUTE, "fwd=bypass")
+                response = await self._pass_through(request, target, NO_ROUTE, PASSED)
             else:
-                result, response = await self._handle_route(request, target, route)
+                outcome, response = await self._handle_route(request, target, route)
         except UpstreamError as exc:
-            result = "error"
-            response = _error_response(exc, "fwd=miss" if route is not None else "fwd=bypass")
+            outcome = failed("miss" if route is not None else "bypass", exc.reason)
+            response = _error_response(exc, outcome)
         finally:
             status = response.status if response is not None else 499  # client went away
             name = route.name if route is not None else NO_ROUTE
             elapsed = time.perf_counter() - started
             upstream = UPSTREAM_SECONDS.get()
-            self._record(request.method, request.path, name, result, status, elapsed, upstream)
+            label = outcome.label
+            self._record(request.method, request.path, name, label, status, elapsed, upstream)
         return response
 
     # --- the fast path's questions (proxy/fastpath.py) ------------------------------------
@@ -185,18 +199,18 @@ class ProxyHandler:
 
     async def _handle_route(
         self, request: web.BaseRequest, target: Target, route: RouteConfig
-    ) -> tuple[str, web.StreamResponse]:
+    ) -> tuple[Outcome, web.StreamResponse]:
         mode = MODES[route.mode]
         body_size = request.content_length if request.body_exists else 0
         decision = mode.decide(route, request.headers, body_size)
         if decision is Decision.BYPASS:
-            return "bypass", await self._pass_through(request, target, route.name, "fwd=bypass")
+            return BYPASSED, await self._pass_through(request, target, route.name, BYPASSED)
 
         try:
             body = await asyncio.wait_for(request.read(), self._body_timeout)
         except TimeoutError:
             self._metrics.connections_closed.labels("body_timeout").inc()
-            return "error", _body_timeout_response(self._body_timeout)
+            return BODY_TIMEOUT, _body_timeout_response(self._body_timeout)
         method, keyed_body = mode.keyed_request(request.method, body)
         generation = self._generations.get(route.name)
         key = self._keys.derive(route, method, target, request.headers, keyed_body, generation)
@@ -209,16 +223,17 @@ class ProxyHandler:
                 outgoing = self._outgoing(request, target, route, key, body, hit.entry)
                 self._refresh_in_background(outgoing)
             self._count_hit(route, hit.tier)
-            return ("semantic" if hit.tier == "semantic" else "hit"), _answer_hit(
-                request, route, hit
-            )
+            outcome = fresh_hit(hit.tier)
+            return outcome, _answer_hit(request, route, hit, outcome)
         if hit is not None and hit.entry.may_serve_while_revalidating(now):
             outgoing = self._outgoing(request, target, route, key, body, hit.entry)
             self._refresh_in_background(outgoing)
             self._count_hit(route, hit.tier)
-            return "stale", _answer_hit(request, route, hit, "fwd=stale; ")
+            outcome = stale_hit(hit.tier)
+            return outcome, _answer_hit(request, route, hit, outcome)
         if request.method == "HEAD":  # nothing stored to answer it from: just forward it
-            return "miss", await self._pass_through(request, target, route.name, "fwd=miss")
+            outcome = passed("miss", "miss")
+            return outcome, await self._pass_through(request, target, route.name, outcome)
         outgoing = self._outgoing(request, target, route, key, body, hit.entry if hit else None)
         return await self._forward(request, outgoing, hit, decision)
 
@@ -228,32 +243,32 @@ class ProxyHandler:
         outgoing: Outgoing,
         hit: Hit | None,
         decision: Decision,
-    ) -> tuple[str, web.StreamResponse]:
+    ) -> tuple[Outcome, web.StreamResponse]:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
         route, key = outgoing.route, outgoing.key
         now = time.time()
         fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
-        fwd = "fwd=miss" if decision is Decision.LOOKUP else "fwd=request"
+        fwd = "miss" if decision is Decision.LOOKUP else "request"
         if hit is not None:
-            fwd = "fwd=stale"
+            fwd = "stale"
         try:
-            fetched, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
-            if joined and not _may_share(fetched, request.headers):
+            result, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
+            if joined and not _may_share(result, request.headers):
                 # The answer is not one this client may be given (not stored, or another
                 # variant): it makes its own call instead.
-                fetched, joined = await self._fetch(outgoing), False
+                result, joined = await self._fetch(outgoing), False
         except UpstreamError as exc:
             if fallback is None:
                 raise
             self._count_hit(route, fallback.tier)
-            return "stale", _answer_stale_on_error(fallback, exc.reason)
-        answer = fetched.answer
+            return _answer_stale_on_error(fallback, exc.reason)
+        answer = result.answer
         if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
             self._count_hit(route, fallback.tier)
-            return "stale", _answer_stale_on_error(fallback, f"status {answer.status}")
+            return _answer_stale_on_error(fallback, f"status {answer.status}")
         if joined:
             self._metrics.coalesced.labels(route.name).inc()
-        return "miss", await self._answer_fetched(request, route, answer, joined, fwd)
+        return await self._answer_fetched(request, route, answer, joined, fwd)
 
     def _outgoing(
         self,
@@ -372,22 +387,19 @@ class ProxyHandler:
         answer: Buffered | Streaming,
         joined: bool,
         fwd: str,
-    ) -> web.StreamResponse:
+    ) -> tuple[Outcome, web.StreamResponse]:
         if isinstance(answer, Streaming):
-            return await _stream(request, answer.response, answer.prefix, f"{fwd}; detail=stream")
+            outcome = streamed(fwd)
+            return outcome, await _stream(request, answer.response, answer.prefix, outcome)
         UPSTREAM_SECONDS.set(answer.upstream_seconds)
-        status = fwd
-        if answer.revalidated:
-            status += "; fwd-status=304"
-        if answer.stored:
-            status += "; stored"
-        if joined:
-            status += "; collapsed"
+        outcome = fetched(
+            fwd, stored=answer.stored, collapsed=joined, revalidated=answer.revalidated
+        )
         headers = _replay(answer.headers.items())
-        headers[CACHE_STATUS] = f"sidecache; {status}"
+        headers[CACHE_STATUS] = outcome.cache_status
         if route.mode == "http" and http_cache.not_modified(request.headers, headers):
-            return _not_modified(headers)
-        return web.Response(status=answer.status, body=answer.body, headers=headers)
+            return outcome, _not_modified(headers)
+        return outcome, web.Response(status=answer.status, body=answer.body, headers=headers)
 
     def _refresh_in_background(self, outgoing: Outgoing) -> None:
         """Refresh a stale or soon-stale entry once per key, however many requests ask."""
@@ -400,19 +412,19 @@ class ProxyHandler:
     async def _refresh(self, outgoing: Outgoing) -> None:
         route = outgoing.route.name
         try:
-            fetched, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
+            result, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
         except UpstreamError as exc:
             self._metrics.background_refreshes.labels(route, "error").inc()
             log.info("background refresh of %s failed: %s", route, exc)
             return
         finally:
             self._refreshing.discard(outgoing.key.key)
-        if isinstance(fetched.answer, Streaming):
-            fetched.answer.response.release()
+        if isinstance(result.answer, Streaming):
+            result.answer.response.release()
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
     async def _pass_through(
-        self, request: web.BaseRequest, target: Target, route_name: str, fwd: str
+        self, request: web.BaseRequest, target: Target, route_name: str, outcome: Outcome
     ) -> web.StreamResponse:
         body = _paced(request.content, self._body_timeout) if request.body_exists else None
         headers = upstream_headers(request.headers, request.remote or "", target)
@@ -423,15 +435,15 @@ class ProxyHandler:
             self._invalidate_uris(request, upstream)
         length = upstream.content_length
         if request.method == "HEAD" or length is None or length > SMALL_ANSWER:
-            return await _stream(request, upstream, b"", fwd)
+            return await _stream(request, upstream, b"", outcome)
         # A small answer of known length goes out in one write instead of three.
         answer = await self._upstream.read_answer(upstream, SMALL_ANSWER)
         if isinstance(answer, Streaming):  # an event stream after all
-            return await _stream(request, answer.response, answer.prefix, fwd)
+            return await _stream(request, answer.response, answer.prefix, outcome)
         out = web.Response(
             status=answer.status, body=answer.body, headers=_replay(answer.headers.items())
         )
-        out.headers[CACHE_STATUS] = f"sidecache; {fwd}"
+        out.headers[CACHE_STATUS] = outcome.cache_status
         return out
 
     def _invalidate_uris(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> None:
@@ -474,11 +486,11 @@ def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) ->
 
 
 def _answer_hit(
-    request: web.BaseRequest, route: RouteConfig, hit: Hit, fwd: str = ""
+    request: web.BaseRequest, route: RouteConfig, hit: Hit, outcome: Outcome
 ) -> web.Response:
     entry = hit.entry
     headers = _replay(entry.headers)
-    headers[CACHE_STATUS] = f"sidecache; hit; {fwd}detail={hit.tier}"
+    headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
     if hit.similarity is not None:
         headers["Sidecache-Similarity"] = f"{hit.similarity:.4f}"
@@ -501,13 +513,14 @@ _NOT_MODIFIED_KEEPS = frozenset(
 )
 
 
-def _answer_stale_on_error(hit: Hit, why: str) -> web.Response:
+def _answer_stale_on_error(hit: Hit, why: str) -> tuple[Outcome, web.Response]:
     log.info("serving stale %s entry: upstream failed (%s)", hit.tier, why)
     entry = hit.entry
+    outcome = stale_on_error(hit.tier)
     headers = _replay(entry.headers)
-    headers[CACHE_STATUS] = f"sidecache; fwd=stale; detail=stale-if-error-{hit.tier}"
+    headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
-    return web.Response(status=entry.status, body=entry.body, headers=headers)
+    return outcome, web.Response(status=entry.status, body=entry.body, headers=headers)
 
 
 def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
@@ -517,13 +530,13 @@ def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 async def _stream(
-    request: web.BaseRequest, upstream: aiohttp.ClientResponse, prefix: bytes, fwd: str
+    request: web.BaseRequest, upstream: aiohttp.ClientResponse, prefix: bytes, outcome: Outcome
 ) -> web.StreamResponse:
     """Relay an upstream response to the client chunk by chunk as it arrives."""
     try:
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         out.headers.extend(end_to_end(upstream.headers))
-        out.headers[CACHE_STATUS] = f"sidecache; {fwd}"
+        out.headers[CACHE_STATUS] = outcome.cache_status
         await out.prepare(request)
         if prefix:
             await out.write(prefix)
@@ -553,9 +566,9 @@ def _body_timeout_response(seconds: float) -> web.Response:
     return response
 
 
-def _error_response(exc: UpstreamError, fwd: str) -> web.Response:
+def _error_response(exc: UpstreamError, outcome: Outcome) -> web.Response:
     body = {"error": exc.reason, "detail": str(exc)}
-    headers = {CACHE_STATUS: f"sidecache; {fwd}; detail={exc.reason}"}
+    headers = {CACHE_STATUS: outcome.cache_status}
     if exc.status == 503:
         headers["Retry-After"] = "1"
     return web.Response(
