@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from core.config import UpstreamConfig
 from core.errors import UpstreamTimeout, UpstreamUnreachable
@@ -16,8 +20,19 @@ from core.headers import end_to_end
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 #: How long the upstream took to answer the current request (for its access log line).
 UPSTREAM_SECONDS: ContextVar[float | None] = ContextVar("upstream_seconds", default=None)
+
+#: Methods whose intended effect is the same however often a request is applied (RFC 9110
+#: §9.2.2): a pass-through request with one of them may be sent again after a connection
+#: failure. Other pass-through requests never are.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+#: An idempotent pass-through request's body up to this size is read whole before it is
+#: sent, so that it can be sent again; a longer (or chunked) one is streamed, never replayed.
+REPLAY_LIMIT = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -52,17 +67,30 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, limiter: UpstreamLimiter, metrics: Metrics) -> None:
         self._config = config
         self._limiter = limiter
-        self._base = config.url.rstrip("/")
+        # The configured URL as yarl encodes it; request targets are appended verbatim.
+        self._base = str(URL(config.url)).rstrip("/")
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        pooled = aiohttp.TCPConnector(
             limit=self._config.pool_size,
             keepalive_timeout=self._config.keepalive_timeout,
             enable_cleanup_closed=True,
         )
-        self._session = aiohttp.ClientSession(
+        self._session = self._new_session(pooled, [_reuse_trace()])
+        # Replays go here: a connection of their own, never one from the pool, which may
+        # hold more connections the service has closed (all of them, after a restart).
+        fresh = aiohttp.TCPConnector(
+            limit=self._config.pool_size, force_close=True, enable_cleanup_closed=True
+        )
+        self._fresh = self._new_session(fresh, [])
+
+    def _new_session(
+        self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
+    ) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -74,37 +102,48 @@ class Upstream:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=traces,
         )
+        # aiohttp resends an idempotent request once after ServerDisconnectedError or
+        # ClientOSError on any connection, fresh ones included, and uncounted: that would
+        # double our own replay and retry real outages. There is no public switch; its
+        # own TestClient turns it off the same way.
+        session._retry_connection = False
+        return session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     async def open(
         self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
     ) -> aiohttp.ClientResponse:
         """Send a request and return once the response headers arrived. The upstream slot
-        is held until then: a long stream does not count against the bound."""
+        is held until then: a long stream does not count against the bound.
+
+        ``body`` is ``None``, bytes or an async iterator of bytes (streamed as it comes).
+        Only a request with an idempotent method and no streamed body is replayed after a
+        stale connection."""
         held = await self._limiter.acquire(route)
         try:
-            return await self._send(route, method, path_qs, headers, body)
+            replayable = method in IDEMPOTENT_METHODS and not isinstance(body, AsyncIterable)
+            return await self._send(route, method, path_qs, headers, body, replayable)
         finally:
             self._limiter.release(held)
 
     async def _send(
-        self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
+        self,
+        route: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: Any,
+        replayable: bool,
     ) -> aiohttp.ClientResponse:
-        assert self._session is not None, "Upstream.start() was not awaited"
         started = time.perf_counter()
         try:
-            response = await self._session.request(
-                method,
-                self._base + path_qs,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=False,
-            )
+            response = await self._request(route, method, path_qs, headers, body, replayable)
         except TimeoutError as exc:
             self._metrics.upstream_errors.labels(route, "timeout").inc()
             raise UpstreamTimeout(f"no answer within {self._config.timeout:g}s") from exc
@@ -117,6 +156,42 @@ class Upstream:
         if response.status >= 500:  # an answer, but a failed one: it counts as an error
             self._metrics.upstream_errors.labels(route, "server_error").inc()
         return response
+
+    async def _request(
+        self,
+        route: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: Any,
+        replayable: bool,
+    ) -> aiohttp.ClientResponse:
+        """Send on a pooled connection. When a reused one turns out closed by the service
+        before any answer byte (its keep-alive ran out while the request was on its way),
+        send a ``replayable`` request once more on a fresh connection."""
+        assert self._session is not None and self._fresh is not None, "start() not awaited"
+        # Sent verbatim: the cache key is made of the raw target, and yarl would otherwise
+        # re-quote it (``%41`` becomes ``A``).
+        url = URL(self._base + path_qs, encoded=True)
+        attempt = _Attempt()
+        try:
+            return await self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=False,
+                trace_request_ctx=attempt,
+            )
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if not (replayable and attempt.reused and _before_answer(exc)):
+                raise
+        self._metrics.upstream_retries.labels(route).inc()
+        log.debug("%s %s: pooled connection was closed by the upstream; sent again", method, route)
+        return await self._fresh.request(
+            method, url, headers=headers, data=body, allow_redirects=False, compress=False
+        )
 
     async def fetch(
         self,
@@ -131,7 +206,9 @@ class Upstream:
         not an event stream; otherwise hand it back for streaming."""
         held = await self._limiter.acquire(route)
         try:
-            response = await self._send(route, method, path_qs, headers, body or None)
+            # A cacheable route's request is a read, and its body is bytes at hand: it is
+            # always safe to send again, whatever the method.
+            response = await self._send(route, method, path_qs, headers, body or None, True)
             return await self.read_answer(response, max_size)
         finally:
             self._limiter.release(held)
@@ -173,3 +250,37 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(f"upstream body: {exc}") from exc
         return b"".join(chunks)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One request on the pooled session, as its trace saw it."""
+
+    reused: bool = False
+
+
+def _reuse_trace() -> aiohttp.TraceConfig:
+    """Marks a request's ``trace_request_ctx`` when it is sent on a pooled connection."""
+
+    async def reused(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionReuseconnParams,
+    ) -> None:
+        context.trace_request_ctx.reused = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(reused)
+    return trace
+
+
+def _before_answer(exc: aiohttp.ClientError) -> bool:
+    """Whether a connection failure came before any byte of the answer.
+
+    A clean close after part of an answer carries what was parsed of it (aiohttp's C
+    parser has it from the first byte, the pure-Python one from the first whole line).
+    A reset (``ClientOSError``: refused write, ``ECONNRESET``) says nothing either way; a
+    stale connection fails like that, and only requests safe to replay are replayed."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)
+    return True

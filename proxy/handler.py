@@ -42,7 +42,13 @@ from core.outcome import (
 )
 from core.policy import Decision, decide
 from core.singleflight import SingleFlight
-from proxy.forward import UPSTREAM_SECONDS, Buffered, Streaming
+from proxy.forward import (
+    IDEMPOTENT_METHODS,
+    REPLAY_LIMIT,
+    UPSTREAM_SECONDS,
+    Buffered,
+    Streaming,
+)
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,10 @@ class Outgoing:
     body: bytes
     #: A stored entry to revalidate with a conditional request (HTTP mode).
     stale: CachedResponse | None = None
+
+
+class BodyTimeout(Exception):
+    """The client did not send its request body within ``server.body_timeout``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,9 @@ class ProxyHandler:
         except UpstreamError as exc:
             outcome = failed("miss" if route is not None else "bypass", exc.reason)
             response = _error_response(exc, outcome)
+        except BodyTimeout:
+            self._metrics.connections_closed.labels("body_timeout").inc()
+            outcome, response = BODY_TIMEOUT, _body_timeout_response(self._body_timeout)
         finally:
             status = response.status if response is not None else 499  # client went away
             name = route.name if route is not None else NO_ROUTE
@@ -206,11 +219,7 @@ class ProxyHandler:
         if decision is Decision.BYPASS:
             return BYPASSED, await self._pass_through(request, target, route.name, BYPASSED)
 
-        try:
-            body = await asyncio.wait_for(request.read(), self._body_timeout)
-        except TimeoutError:
-            self._metrics.connections_closed.labels("body_timeout").inc()
-            return BODY_TIMEOUT, _body_timeout_response(self._body_timeout)
+        body = await self._read_body(request)
         method, keyed_body = mode.keyed_request(request.method, body)
         generation = self._generations.get(route.name)
         key = self._keys.derive(route, method, target, request.headers, keyed_body, generation)
@@ -426,7 +435,7 @@ class ProxyHandler:
     async def _pass_through(
         self, request: web.BaseRequest, target: Target, route_name: str, outcome: Outcome
     ) -> web.StreamResponse:
-        body = _paced(request.content, self._body_timeout) if request.body_exists else None
+        body = await self._pass_through_body(request)
         headers = upstream_headers(request.headers, request.remote or "", target)
         upstream = await self._upstream.open(
             route_name, request.method, target.path_qs, headers, body
@@ -445,6 +454,23 @@ class ProxyHandler:
         )
         out.headers[CACHE_STATUS] = outcome.cache_status
         return out
+
+    async def _pass_through_body(self, request: web.BaseRequest) -> bytes | AsyncIterator | None:
+        """What to send on: nothing, a small idempotent request's body read whole (so the
+        upstream client may send it again after a stale pooled connection), or a stream."""
+        if not request.body_exists:
+            return None
+        length = request.content_length
+        if request.method in IDEMPOTENT_METHODS and length is not None and length <= REPLAY_LIMIT:
+            return await self._read_body(request)
+        return _paced(request.content, self._body_timeout)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """A request body read whole, within ``server.body_timeout``."""
+        try:
+            return await asyncio.wait_for(request.read(), self._body_timeout)
+        except TimeoutError:
+            raise BodyTimeout from None
 
     def _invalidate_uris(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
