@@ -222,7 +222,8 @@ def _pop_path(document: Any, dotted: str) -> Any:
 def _digest(parts: list[str | bytes]) -> str:
     chunks = []
     for part in parts:
-        raw = part.encode() if isinstance(part, str) else part
+        # surrogateescape: header values that were not UTF-8 (aiohttp keeps their bytes so)
+        raw = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
         chunks += (len(raw).to_bytes(8, "big"), raw)
     return hashlib.blake2b(b"".join(chunks), digest_size=20).hexdigest()
 

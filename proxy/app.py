@@ -6,39 +6,63 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from core.config import Config
 from proxy.admin import RUNTIME, build_admin_app
+from proxy.connections import ConnectionLimits
 from proxy.fastpath import FastPathServer
+from proxy.forward import REPLAY_LIMIT
 from proxy.handler import ProxyHandler
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+RequestFactory = Callable[
+    [RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter, "asyncio.Task[None]"],
+    web.BaseRequest,
+]
+
 
 def build_proxy_server(runtime: Runtime) -> web.Server:
     """The client-facing server: connections start on the L1 fast path
     (``proxy/fastpath.py``); everything else goes to one handler, with no router or
-    application machinery in the way. A client that goes away cancels its handler."""
-    handler = ProxyHandler(runtime)
-    body_limit = max((route.max_body_size for route in runtime.config.routes), default=0)
+    application machinery in the way. A client that goes away cancels its handler. Every
+    connection is bounded in number and time (``proxy/connections.py``)."""
+    return FastPathServer(
+        ProxyHandler(runtime),
+        ConnectionLimits(runtime.config.server, runtime.metrics),
+        request_factory=request_factory(runtime),
+        handler_cancellation=True,
+        access_log=None,  # the JSON access log (logging.access_log) is written by the handler
+    )
+
+
+def request_factory(runtime: Runtime) -> RequestFactory:
+    """How the proxy port's aiohttp protocol builds a request: cacheable bodies (and small
+    idempotent pass-through ones, to be replayable) are read whole up to their limit;
+    others are streamed."""
+    body_limit = max([REPLAY_LIMIT, *(route.max_body_size for route in runtime.config.routes)])
     loop = asyncio.get_running_loop()
 
-    def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
-        # Cacheable bodies are read whole up to their route's limit; others are streamed.
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
         return web.BaseRequest(
             message, payload, protocol, writer, task, loop, client_max_size=body_limit + 1
         )
 
-    return FastPathServer(
-        handler,
-        request_factory=make_request,
-        handler_cancellation=True,
-        access_log=None,  # the JSON access log (logging.access_log) is written by the handler
-    )
+    return make_request
 
 
 def build_admin(runtime: Runtime) -> web.Application:

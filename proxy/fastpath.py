@@ -10,11 +10,20 @@ the connection, starting with the bytes of the request not yet answered, to aioh
 protocol for good. (A miss on the fast path has asked Redis once; the handler asks again:
 one extra batched round trip on the first miss of a connection.)
 
-What "fully understands" means is deliberately narrow: ``HTTP/1.1``, a token method, an
-origin-form ASCII target without ``%``, dot segments or ``//``, ASCII headers with unique
-names and no whitespace before the colon, no ``Transfer-Encoding``, ``Expect``, ``Upgrade``
-or ``Connection: close``, and a single decimal ``Content-Length``. Everything else is
-aiohttp's to parse, accept or reject.
+Requests are read with aiohttp's own parser (``HttpRequestParser``, llhttp when aiohttp's C
+extension is there), configured as aiohttp's protocol configures it, so the fast path accepts
+exactly what aiohttp accepts: whatever the parser refuses is handed over, and aiohttp answers
+it 400 as it would have. Only the head goes through the parser; the body is the
+``Content-Length`` bytes after it, which the parser has checked. The head ends at the first
+empty line, because the parser refuses a bare CR or LF anywhere in it (empty lines before a
+request are the one exception: such requests are handed over). A head the parser accepts is
+still left to aiohttp unless it is plain: ``HTTP/1.1`` and kept alive, no body encoding,
+``Transfer-Encoding``, ``Expect`` or ``Upgrade``, not ``HEAD``, and an origin-form target
+without ``%``, ``#``, dot segments or ``//``.
+
+Every connection is bounded (``proxy/connections.py``): in number, in idle time, and in the
+time a request head takes to arrive. A body the fast path waits for longer than
+``body_timeout`` is left, with its request, to the handler, which answers it 408.
 """
 
 from __future__ import annotations
@@ -23,40 +32,79 @@ import asyncio
 import time
 import weakref
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpProcessingError, HttpRequestParser, HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.keys import RequestKey
+from proxy.connections import (
+    BODY,
+    BoundedRequestHandler,
+    ConnectionLimits,
+    Deadline,
+    RefusedConnection,
+)
 from proxy.handler import ProxyHandler
 
 #: A request head or body bigger than this is not worth a fast look.
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
-_REFUSED_HEADERS = ("transfer-encoding", "expect", "upgrade")
-_KEEP_ALIVE = ("", "keep-alive")
+#: Limits of aiohttp's parser, given to aiohttp's protocol and to the fast path's parser alike
+#: (aiohttp's defaults).
+PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
 _SET_HERE = ("content-length", "cache-status", "age")
-_ODD_TARGET = ("%", "#", "/.", "//")
+_EMPTY_LINE = b"\r\n\r\n"
+_LINE_ENDS = b"\r\n"
 
 
 class FastPathServer(web.Server):
-    """``web.Server`` whose connections begin on the fast path."""
+    """``web.Server`` whose connections begin on the fast path, within ``limits``."""
 
-    def __init__(self, handler: ProxyHandler, **kwargs: object) -> None:
+    def __init__(self, handler: ProxyHandler, limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs = {**PARSER_LIMITS, **kwargs}
         super().__init__(handler.handle, **kwargs)
+        self._build_request = self.request_factory
+        self.request_factory = self._start_request
         self.proxy = handler
+        self.limits = limits
+        self.loop = asyncio.get_running_loop()
+        self.parser_limits = {name: kwargs[name] for name in PARSER_LIMITS}
         self.has_remote = bool(handler.remote_tiers)
         self.fast_connections: set[FastConnection] = set()
         # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
         self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        if not self.limits.admit():
+            return RefusedConnection()
         return FastConnection(self)
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
-        return super().__call__()
+    def aiohttp_protocol(self) -> BoundedRequestHandler:
+        return BoundedRequestHandler(self, limits=self.limits, loop=self.loop, **self._kwargs)
+
+    def parser(self) -> HttpRequestParser:
+        """A request parser as aiohttp's protocol has, except that it skips bodies
+        (``response_with_body=False``): the fast path frames those itself."""
+        return HttpRequestParser(
+            _NO_BODY, self.loop, 2**16, response_with_body=False, **self.parser_limits
+        )
+
+    def _start_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: BoundedRequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # aiohttp builds each request just before handling it: a request is under way.
+        protocol.request_started()
+        return self._build_request(message, payload, protocol, writer, task)
 
     def pre_shutdown(self) -> None:
         # A fast connection is idle between requests (answers are written at once): close.
@@ -84,12 +132,25 @@ class FastPathServer(web.Server):
 
 
 class FastConnection(asyncio.Protocol):
-    """One client connection, answered from L1 until a request needs more."""
+    """One client connection, answered from L1 until a request needs more.
+
+    ``_buffer`` holds the bytes not yet answered, from the start of the first request in it;
+    the parser has read ``_fed`` of them. Once that request's head is whole, ``_head`` is it,
+    and the request ends at ``_size``."""
 
     def __init__(self, server: FastPathServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
+        self._parser = server.parser()
+        self._deadline = Deadline(server.loop, server.limits, self._expired)
         self._buffer = bytearray()
+        self._fed = 0
+        self._head: RawRequestMessage | None = None
+        self._path = ""
+        self._size = 0
+        #: Loop times: when the first byte of the first request arrived; when its head ended.
+        self._started = 0.0
+        self._head_ended = 0.0
         self._paused = False
         self._lookup: asyncio.Future[None] | None = None
         self._peer = ""
@@ -99,18 +160,35 @@ class FastConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
         self._server.fast_connections.add(self)
+        self._deadline.idle(self._server.loop.time())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # (After a hand-over this protocol is no longer the transport's: aiohttp's releases.)
         self._server.fast_connections.discard(self)
+        self._server.limits.release()
+        self._deadline.cancel()
         self._transport = None
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
+    def _expired(self, reason: str) -> None:
+        if reason == BODY:
+            # The handler bounds bodies too, and answers one that stops arriving (408).
+            self._hand_over()
+            return
+        self._server.limits.closed(reason)
+        if self._paused and self._transport is not None:
+            self._transport.abort()  # its answers are unread: close() would wait on them
+        else:
+            self.close()
+
     def pause_writing(self) -> None:
-        # The client is not reading its answers: stop reading its requests.
+        # The client is not reading its answers: stop reading its requests. It has
+        # idle_timeout to start reading again.
         self._paused = True
+        self._deadline.idle(self._server.loop.time())
         if self._transport is not None:
             self._transport.pause_reading()
 
@@ -118,38 +196,97 @@ class FastConnection(asyncio.Protocol):
         self._paused = False
         if self._transport is not None:
             self._transport.resume_reading()
-            self._answer_buffered()
+            self._serve(self._server.loop.time())
 
     def data_received(self, data: bytes) -> None:
+        now = self._server.loop.time()
+        if not self._buffer:
+            self._started = now
         self._buffer += data
-        self._answer_buffered()
+        self._serve(now)
 
-    def _answer_buffered(self) -> None:
+    def _serve(self, now: float) -> None:
+        """Answer what is buffered, then put the connection under the bound of its state."""
+        self._answer_buffered(now)
+        if not self._ready:
+            if self._lookup is not None:
+                self._deadline.pause()
+        elif not self._buffer:
+            self._deadline.idle(now)
+        elif self._head is None:
+            self._deadline.head(self._started)
+        else:
+            self._deadline.body(self._head_ended)
+
+    def _answer_buffered(self, now: float) -> None:
         proxy = self._server.proxy
         while self._buffer and self._ready:
             started = time.perf_counter()
-            request = _parse(self._buffer)
-            if request is None:  # incomplete: wait for more bytes
+            head = self._head or self._read_head(now)
+            if head is None:  # still arriving, or handed over
                 return
-            found = None if request is _DELEGATE else proxy.fast_key(*request.fields, self._peer)
+            if len(self._buffer) < self._size:  # the body is still arriving
+                return
+            body = bytes(self._buffer[self._fed : self._size]) if self._fed < self._size else b""
+            try:
+                found = proxy.fast_key(
+                    head.method, self._path, head.path, head.headers, body, self._peer
+                )
+            except Exception:  # the handler meets it too, and answers it as it does errors
+                found = None
             if found is None:
                 self._hand_over()
                 return
             route, key = found
             entry = proxy.fresh_local(route, key)
             if entry is not None:
-                self._write(request, route, entry, "l1", started)
+                self._write(route, entry, "l1", started)
+                self._consume(now)
                 continue
             if not self._server.has_remote:
                 self._hand_over()
                 return
             # Ask Redis; the requests behind this one wait their turn (answers stay in order).
-            self._lookup = asyncio.ensure_future(self._answer_remote(request, route, key, started))
+            self._lookup = asyncio.ensure_future(self._answer_remote(route, key, started))
             return
 
-    async def _answer_remote(
-        self, request: _Request, route: RouteConfig, key: RequestKey, started: float
-    ) -> None:
+    def _read_head(self, now: float) -> RawRequestMessage | None:
+        """Give the parser the first request's head as it arrives. The head once it is whole
+        and plain; ``None`` while it is still arriving or once the connection is handed over."""
+        buffer = self._buffer
+        if self._fed == 0 and buffer[0] in _LINE_ENDS:
+            self._hand_over()  # empty lines before a request: aiohttp skips them, we do not
+            return None
+        end = buffer.find(_EMPTY_LINE, max(self._fed - 3, 0), MAX_HEAD)
+        if end < 0 and len(buffer) >= MAX_HEAD:
+            self._hand_over()
+            return None
+        stop = len(buffer) if end < 0 else end + 4
+        try:
+            messages = self._parser.feed_data(buffer[self._fed : stop])[0]
+        except HttpProcessingError:
+            self._hand_over()  # refused: aiohttp answers it 400
+            return None
+        self._fed = stop
+        if end < 0 and not messages:
+            return None  # still arriving (read so far: a refused head is handed over at once)
+        # The parser must end the head at the first empty line, or the framing here is wrong.
+        head = messages[0][0] if end >= 0 and len(messages) == 1 else None
+        length = -1 if head is None else _plain_length(head)
+        if head is None or length < 0:
+            self._hand_over()
+            return None
+        self._head, self._path, self._size = head, head.path.partition("?")[0], stop + length
+        self._head_ended = now
+        return head
+
+    def _consume(self, now: float) -> None:
+        """The first request is answered: what follows is the next one, from now."""
+        del self._buffer[: self._size]
+        self._head, self._fed = None, 0
+        self._started = now
+
+    async def _answer_remote(self, route: RouteConfig, key: RequestKey, started: float) -> None:
         try:
             hit = await self._server.proxy.fresh_remote(route, key)
         finally:
@@ -159,35 +296,30 @@ class FastConnection(asyncio.Protocol):
         if hit is None:
             self._hand_over()
             return
-        self._write(request, route, hit.entry, hit.tier, started)
-        self._answer_buffered()
+        self._write(route, hit.entry, hit.tier, started)
+        now = self._server.loop.time()
+        self._consume(now)
+        self._serve(now)
 
     @property
     def _ready(self) -> bool:
         return not self._paused and self._lookup is None and self._transport is not None
 
-    def _write(
-        self,
-        request: _Request,
-        route: RouteConfig,
-        entry: CachedResponse,
-        tier: str,
-        started: float,
-    ) -> None:
+    def _write(self, route: RouteConfig, entry: CachedResponse, tier: str, started: float) -> None:
         head = self._server.wire(entry)
         age = int(entry.age(time.time()))
-        assert self._transport is not None
+        assert self._transport is not None and self._head is not None
         tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
         self._transport.write(b"".join((head, tail, entry.body)))  # one buffer: one send
-        del self._buffer[: request.size]
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
-        proxy.record_fast_hit(route, tier, request.method, request.path, entry.status, elapsed)
+        proxy.record_fast_hit(route, tier, self._head.method, self._path, entry.status, elapsed)
 
     def _hand_over(self) -> None:
         """From now on aiohttp serves this connection, beginning with what is buffered."""
         transport, self._transport = self._transport, None
         self._server.fast_connections.discard(self)
+        self._deadline.cancel()
         if transport is None:
             return
         protocol = self._server.aiohttp_protocol()
@@ -197,67 +329,48 @@ class FastConnection(asyncio.Protocol):
             transport.resume_reading()
         buffered, self._buffer = bytes(self._buffer), bytearray()
         if buffered:
-            protocol.data_received(buffered)
+            # A whole head is parsed at once there, which starts its request; a part of one
+            # keeps the deadline it has had since its first byte.
+            protocol.continue_from(buffered, self._started if self._head is None else None)
 
 
-class _Request:
-    """A request the fast path may answer; ``size`` is its length in the buffer."""
-
-    __slots__ = ("body", "headers", "method", "path", "size", "target")
-
-    def __init__(
-        self, method: str, path: str, target: str, headers: CIMultiDict[str], body: bytes, size: int
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.size = size
-
-    @property
-    def fields(self) -> tuple[str, str, str, CIMultiDict[str], bytes]:
-        return self.method, self.path, self.target, self.headers, self.body
-
-
-_DELEGATE = _Request("", "", "", CIMultiDict(), b"", 0)
-
-
-def _parse(buffer: bytearray) -> _Request | None:
-    """The first request in ``buffer``; ``None`` if incomplete, ``_DELEGATE`` if not ours."""
-    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
-    if end < 0:
-        return None if len(buffer) < MAX_HEAD else _DELEGATE
-    head = bytes(buffer[:end])
-    line_ends = head.count(b"\r\n")
-    if not head.isascii() or head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
-        return _DELEGATE  # a bare CR or LF: leave such requests to aiohttp's parser
-    request_line, *lines = head.decode("ascii").split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or parts[2] != "HTTP/1.1" or not parts[0].isalpha():
-        return _DELEGATE
-    method, target = parts[0], parts[1]
+def _plain_length(head: RawRequestMessage) -> int:
+    """The body length of a request the fast path may answer; -1 for any other."""
+    # (Spelled out rather than looped: this runs for every hit.)
     if (
-        method == "HEAD"
-        or not target.startswith("/")
-        or any(s in target for s in ("%", "#", "/.", "//"))
+        head.version != HttpVersion11
+        or head.should_close
+        or head.upgrade
+        or head.chunked
+        or head.compression is not None
+        or head.method == "HEAD"
     ):
-        return _DELEGATE
-    headers = CIMultiDict()
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or name in headers:
-            return _DELEGATE  # (``in`` is case-insensitive: a name given twice is refused)
-        headers[name] = value.strip()
-    if any(name in headers for name in _REFUSED_HEADERS):
-        return _DELEGATE
-    if headers.get("connection", "").lower() not in _KEEP_ALIVE:
-        return _DELEGATE
-    length = headers.get("content-length", "0")
-    if not length.isdigit() or int(length) > MAX_BODY:
-        return _DELEGATE
-    size = end + 4 + int(length)
-    if len(buffer) < size:
-        return None
-    path = target.partition("?")[0]
-    return _Request(method, path, target, headers, bytes(buffer[end + 4 : size]), size)
+        return -1
+    target = head.path
+    if target[0] != "/" or "%" in target or "#" in target or "/." in target or "//" in target:
+        return -1
+    headers = head.headers
+    if "Transfer-Encoding" in headers or "Expect" in headers or "Upgrade" in headers:
+        return -1
+    length = headers.get("Content-Length")
+    if length is None:
+        return 0
+    size = int(length)  # (the parser checked it: digits only)
+    return size if size <= MAX_BODY else -1
+
+
+class _NoBody:
+    """The protocol the parser is given. It never reaches the C parser when bodies are
+    skipped; the pure-Python parser still gives each skipped body an empty stream, which
+    tells its protocol that reading may go on."""
+
+    _reading_paused = False
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+
+_NO_BODY = _NoBody()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from core import http_cache
 from core.cache import Hit
@@ -143,7 +143,7 @@ class ProxyHandler:
         method: str,
         path: str,
         raw_target: str,
-        headers: CIMultiDict[str],
+        headers: MultiMapping[str],
         body: bytes,
         peer: str,
     ) -> tuple[RouteConfig, RequestKey] | None:

@@ -164,3 +164,80 @@ async def test_an_l2_miss_on_the_fast_path_is_counted_once(make_proxy, upstream,
     operations = proxy.runtime.metrics.cache_operations
     assert operations.labels("l2", "get", "miss")._value.get() == 1
     assert counted(proxy, "miss") == 1
+
+
+def fast_connections(proxy) -> int:
+    """Connections the fast path still serves (not handed to aiohttp)."""
+    return len(proxy.client.server.runner.server.fast_connections)
+
+
+async def test_a_bare_lf_request_gets_aiohttps_400(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(b"GET /agents/select HTTP/1.1\nHost: sidecache\n\n")
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status.split(b" ")[1] == b"400"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post(extra=b"Bad Header: x\r\n"),
+        post(extra=b"X-Paren(: x\r\n"),
+        post(extra=b"X-Space-Before-Colon : x\r\n"),
+        post(extra=b"X-Nul: a\x00b\r\n"),
+        post(extra=b"Host: sidecache\r\n"),
+        post().replace(b"Host: sidecache\r\n", b""),
+        post(extra=b"Content-Length: 27\r\n"),
+        post(extra=b"X-Folded: a\r\n b\r\n"),
+    ],
+    ids=[
+        "space-in-name",
+        "paren-in-name",
+        "space-before-colon",
+        "nul-in-value",
+        "duplicate-host",
+        "no-host",
+        "duplicate-content-length",
+        "obs-fold",
+    ],
+)
+async def test_a_request_aiohttp_refuses_is_not_answered_from_cache(warm, upstream, request_bytes):
+    reader, writer = await connect(warm)
+    writer.write(request_bytes)
+    status, headers, _ = await read_response(reader)
+    writer.close()
+    assert status.split(b" ")[1] == b"400"
+    assert "cache-status" not in headers
+    assert warm.runtime.metrics.malformed_requests._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "User-Agent: café/1.0\r\n".encode(),
+        b"Accept: text/plain\r\nAccept: application/json\r\n",
+        b"X-Trailing-Space: a \t\r\n",
+    ],
+    ids=["utf8-value", "repeated-header", "trailing-whitespace"],
+)
+async def test_a_request_aiohttp_accepts_is_answered_on_the_fast_path(warm, upstream, extra):
+    reader, writer = await connect(warm)
+    writer.write(post(extra=extra) + post())
+    answers = [await read_response(reader) for _ in range(2)]
+    assert fast_connections(warm) == 1  # still the fast path's, after both
+    writer.close()
+    assert [a[1]["cache-status"] for a in answers] == ["sidecache; hit; detail=l1"] * 2
+
+
+async def test_a_request_split_between_head_and_body_is_answered_on_the_fast_path(warm, upstream):
+    reader, writer = await connect(warm)
+    request = post()
+    cut = request.index(b"\r\n\r\n") + 2
+    for part in (request[:cut], request[cut : cut + 3], request[cut + 3 : -4], request[-4:]):
+        writer.write(part)
+        await writer.drain()
+    _status, headers, _ = await read_response(reader)
+    assert fast_connections(warm) == 1
+    writer.close()
+    assert headers["cache-status"] == "sidecache; hit; detail=l1"
