@@ -17,9 +17,9 @@ from aiohttp.web_protocol import RequestHandler
 from core.config import Config
 from proxy.admin import RUNTIME, build_admin_app
 from proxy.connections import ConnectionLimits
+from proxy.engine import Engine
 from proxy.fastpath import FastPathServer
 from proxy.forward import REPLAY_LIMIT
-from proxy.handler import ProxyHandler
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def build_proxy_server(runtime: Runtime) -> web.Server:
     application machinery in the way. A client that goes away cancels its handler. Every
     connection is bounded in number and time (``proxy/connections.py``)."""
     return FastPathServer(
-        ProxyHandler(runtime),
+        Engine(runtime),
         ConnectionLimits(runtime.config.server, runtime.metrics),
         request_factory=request_factory(runtime),
         handler_cancellation=True,

@@ -49,6 +49,7 @@ from proxy.connections import (
     Deadline,
     RefusedConnection,
 )
+from proxy.engine import Engine
 from proxy.handler import ProxyHandler
 
 #: A request head or body bigger than this is not worth a fast look.
@@ -65,16 +66,16 @@ _LINE_ENDS = b"\r\n"
 class FastPathServer(web.Server):
     """``web.Server`` whose connections begin on the fast path, within ``limits``."""
 
-    def __init__(self, handler: ProxyHandler, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, engine: Engine, limits: ConnectionLimits, **kwargs: Any) -> None:
         kwargs = {**PARSER_LIMITS, **kwargs}
-        super().__init__(handler.handle, **kwargs)
+        super().__init__(ProxyHandler(engine).handle, **kwargs)
         self._build_request = self.request_factory
         self.request_factory = self._start_request
-        self.proxy = handler
+        self.proxy = engine
         self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.parser_limits = {name: kwargs[name] for name in PARSER_LIMITS}
-        self.has_remote = bool(handler.remote_tiers)
+        self.has_remote = bool(engine.remote_tiers)
         self.fast_connections: set[FastConnection] = set()
         # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
         self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}

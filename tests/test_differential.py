@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.app import request_factory
+from proxy.engine import Engine
 from proxy.handler import ProxyHandler
 
 BODY = b'{"task": "refund my order"}'
@@ -126,7 +127,7 @@ async def ports(make_proxy, upstream) -> AsyncIterator[Ports]:
     proxy = await make_proxy()
     runtime = proxy.runtime
     plain = web.Server(
-        ProxyHandler(runtime).handle,
+        ProxyHandler(Engine(runtime)).handle,
         request_factory=request_factory(runtime),
         handler_cancellation=True,
         access_log=None,

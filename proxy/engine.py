@@ -1,0 +1,548 @@
+"""The request engine: the steps of DESIGN.md's request flow, written once for both front
+ends: match → decide → key → lookup → forward → store → answer.
+
+A front end turns what it read into a ``Request`` and writes the ``Reply`` it gets back;
+``handle`` never raises for a request's own sake (an upstream failure, a client's slow body
+and the like are replies). What differs between a ``json`` and an ``http`` (RFC 9111) route is
+asked of the route's mode (``core.modes``); the few steps only HTTP caching has (variants by
+``Vary``, conditional revalidation, a client's own conditional request, invalidation by unsafe
+methods) are marked where they happen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import aiohttp
+from multidict import CIMultiDict, MultiMapping
+
+from core import http_cache
+from core.cache import Hit
+from core.config import RouteConfig
+from core.entry import CachedResponse
+from core.errors import UpstreamError
+from core.headers import Target, effective_target, end_to_end, is_trusted, upstream_headers
+from core.keys import KeyCache, RequestKey, variant_key
+from core.logs import access_enabled, access_line
+from core.modes import CLIENT_CONDITIONALS, MODES
+from core.outcome import (
+    Outcome,
+    failed,
+    fetched,
+    fresh_hit,
+    passed,
+    stale_hit,
+    stale_on_error,
+    streamed,
+)
+from core.policy import Decision, decide
+from core.singleflight import SingleFlight
+from proxy.exchange import BodyTimeout, Reply, Request
+from proxy.forward import (
+    IDEMPOTENT_METHODS,
+    REPLAY_LIMIT,
+    UPSTREAM_SECONDS,
+    Buffered,
+    Streaming,
+)
+from proxy.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CACHE_STATUS = "Cache-Status"
+#: Pass-through answers up to this size (with a known length) are read whole and sent in
+#: one write; bigger ones are relayed as they arrive.
+SMALL_ANSWER = 64 * 1024
+NO_ROUTE = "none"
+PASSED = passed("pass", "bypass")  # no route: relayed as it is
+BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
+BODY_TIMEOUT = Outcome("error", detail="body-timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The upstream request a cacheable client request turns into (replayable)."""
+
+    route: RouteConfig
+    key: RequestKey
+    method: str
+    path_qs: str
+    headers: CIMultiDict[str]
+    body: bytes
+    #: A stored entry to revalidate with a conditional request (HTTP mode).
+    stale: CachedResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An upstream answer to a cacheable request and the entry stored from it (``None``:
+    not stored). Concurrent identical requests may share it only through ``entry``."""
+
+    answer: Buffered | Streaming
+    entry: CachedResponse | None = None
+
+
+class Engine:
+    """Answers one request from cache or through the upstream, whichever front end read it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._routes = runtime.routes
+        self._cache = runtime.cache
+        self._upstream = runtime.upstream
+        self._metrics = runtime.metrics
+        self._refreshes = runtime.refreshes
+        self._generations = runtime.generations
+        self._purger = runtime.purger
+        self._refreshing: set[str] = set()
+        self._flights: SingleFlight[Fetched] = SingleFlight()
+        self._timers: dict[tuple[str, str], object] = {}
+        self._hit_counters: dict[tuple[str, str], object] = {}
+        self._access_log = access_enabled()
+        self._keys = KeyCache()
+        self._trusted = runtime.config.server.trusted_proxies
+        self.body_timeout = runtime.config.server.body_timeout
+        self.remote_tiers = [tier.name for tier in runtime.cache.remotes]
+
+    def target(self, raw_target: str, headers: MultiMapping[str], scheme: str, peer: str) -> Target:
+        """The effective target of a request line (see ``core.headers``)."""
+        return effective_target(raw_target, headers, scheme, is_trusted(peer, self._trusted))
+
+    def route_name(self, request: Request) -> str:
+        route = self._routes.match(request.method, request.path)
+        return route.name if route is not None else NO_ROUTE
+
+    async def handle(self, request: Request) -> Reply:
+        """The reply to ``request``. The front end records it with ``record`` once written."""
+        UPSTREAM_SECONDS.set(None)
+        route = self._routes.match(request.method, request.path)
+        name = route.name if route is not None else NO_ROUTE
+        try:
+            if route is None:
+                reply = await self._pass_through(request, NO_ROUTE, PASSED)
+            else:
+                reply = await self._handle_route(request, route)
+        except UpstreamError as exc:
+            reply = _error_reply(exc, failed("miss" if route is not None else "bypass", exc.reason))
+        except BodyTimeout:
+            self._metrics.connections_closed.labels("body_timeout").inc()
+            reply = _body_timeout_reply(self.body_timeout)
+        reply.route = name
+        return reply
+
+    def record(self, request: Request, reply: Reply | None, status: int, elapsed: float) -> None:
+        """The request-duration metric and the access log line of one answered request
+        (``reply`` ``None``: the client went away first)."""
+        route = reply.route if reply is not None else self.route_name(request)
+        label = reply.outcome.label if reply is not None else PASSED.label
+        upstream = UPSTREAM_SECONDS.get()
+        self._record(request.method, request.path, route, label, status, elapsed, upstream)
+
+    # --- the fast path's questions (proxy/fastpath.py) ------------------------------------
+
+    def fast_key(
+        self,
+        method: str,
+        path: str,
+        raw_target: str,
+        headers: MultiMapping[str],
+        body: bytes,
+        peer: str,
+    ) -> tuple[RouteConfig, RequestKey] | None:
+        """The route and key of a request the fast path may answer at once from the exact
+        tiers: a ``json`` route and an ordinary lookup. ``path`` is the decoded path routes
+        match. ``None``: leave it to ``handle``."""
+        route = self._routes.match(method, path)
+        if route is None or route.mode != "json":
+            return None
+        if decide(route, headers, len(body)) is not Decision.LOOKUP:
+            return None
+        target = self.target(raw_target, headers, "http", peer)
+        generation = self._generations.get(route.name)
+        return route, self._keys.derive(route, method, target, headers, body, generation)
+
+    def fresh_local(self, route: RouteConfig, key: RequestKey) -> CachedResponse | None:
+        """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
+        entry = self._cache.get_local(key.key, count=False)
+        return entry if entry is not None and self._servable(route, entry) else None
+
+    async def fresh_remote(self, route: RouteConfig, key: RequestKey) -> Hit | None:
+        """A fresh entry from the remote exact tiers (promoted into L1), uncounted."""
+        hit = await self._cache.get_remote(key.key, count=False)
+        return hit if hit is not None and self._servable(route, hit.entry) else None
+
+    def _servable(self, route: RouteConfig, entry: CachedResponse) -> bool:
+        now = time.time()
+        return entry.is_fresh(now) and not _refresh_ahead_due(route, entry, now)
+
+    def record_fast_hit(
+        self, route: RouteConfig, tier: str, method: str, path: str, status: int, elapsed: float
+    ) -> None:
+        """Count a hit the fast path answered exactly as ``handle`` would have. (A request
+        the fast path leaves to ``handle`` has not been counted at all.)"""
+        self._cache.count_hit_from(tier)
+        self._count_hit(route, tier)
+        self._record(method, path, route.name, "hit", status, elapsed)
+
+    def _record(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        result: str,
+        status: int,
+        elapsed: float,
+        upstream: float | None = None,
+    ) -> None:
+        self._timer(route, result).observe(elapsed)
+        if self._access_log:
+            access_line(
+                method=method,
+                path=path,
+                route=route,
+                cache=result,
+                status=status,
+                duration=elapsed,
+                upstream_duration=upstream,
+            )
+
+    # --- the steps --------------------------------------------------------------------------
+
+    async def _handle_route(self, request: Request, route: RouteConfig) -> Reply:
+        mode = MODES[route.mode]
+        decision = mode.decide(route, request.headers, request.body.length)
+        if decision is Decision.BYPASS:
+            return await self._pass_through(request, route.name, BYPASSED)
+
+        body = await request.body.read()
+        method, keyed_body = mode.keyed_request(request.method, body)
+        generation = self._generations.get(route.name)
+        key = self._keys.derive(
+            route, method, request.target, request.headers, keyed_body, generation
+        )
+        hit = (
+            await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
+        )
+        now = time.time()
+        if hit is not None and hit.entry.is_fresh(now):
+            if _refresh_ahead_due(route, hit.entry, now):
+                self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
+            self._count_hit(route, hit.tier)
+            return _answer_hit(request, route, hit, fresh_hit(hit.tier))
+        if hit is not None and hit.entry.may_serve_while_revalidating(now):
+            self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
+            self._count_hit(route, hit.tier)
+            return _answer_hit(request, route, hit, stale_hit(hit.tier))
+        if request.method == "HEAD":  # nothing stored to answer it from: just forward it
+            return await self._pass_through(request, route.name, passed("miss", "miss"))
+        outgoing = self._outgoing(request, route, key, body, hit.entry if hit else None)
+        return await self._forward(request, outgoing, hit, decision)
+
+    async def _forward(
+        self, request: Request, outgoing: Outgoing, hit: Hit | None, decision: Decision
+    ) -> Reply:
+        """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
+        route, key = outgoing.route, outgoing.key
+        now = time.time()
+        fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
+        fwd = "miss" if decision is Decision.LOOKUP else "request"
+        if hit is not None:
+            fwd = "stale"
+        try:
+            result, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
+            if joined and not _may_share(result, request.headers):
+                # The answer is not one this client may be given (not stored, or another
+                # variant): it makes its own call instead.
+                result, joined = await self._fetch(outgoing), False
+        except UpstreamError as exc:
+            if fallback is None:
+                raise
+            self._count_hit(route, fallback.tier)
+            return _answer_stale_on_error(fallback, exc.reason)
+        answer = result.answer
+        if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
+            self._count_hit(route, fallback.tier)
+            return _answer_stale_on_error(fallback, f"status {answer.status}")
+        if joined:
+            self._metrics.coalesced.labels(route.name).inc()
+        return _answer_fetched(request, route, answer, joined, fwd)
+
+    def _outgoing(
+        self,
+        request: Request,
+        route: RouteConfig,
+        key: RequestKey,
+        body: bytes,
+        stale: CachedResponse | None = None,
+    ) -> Outgoing:
+        headers = upstream_headers(request.headers, request.peer, request.target)
+        for name in CLIENT_CONDITIONALS:
+            headers.popall(name, None)
+        path_qs = request.target.path_qs
+        return Outgoing(route, key, request.method, path_qs, headers, body, stale)
+
+    async def _lookup(
+        self, route: RouteConfig, key: RequestKey, headers: Mapping[str, str]
+    ) -> Hit | None:
+        """The best usable entry: fresh from the nearest tier, else the freshest stale one;
+        then, for semantic routes, the nearest answered query."""
+        hit = await self._lookup_exact(key.key)
+        if hit is not None and hit.entry.vary:  # HTTP mode: is it the variant asked for?
+            hit = await self._lookup_variant(key.key, hit, headers)
+        if hit is not None and hit.entry.is_fresh(time.time()):
+            return hit
+        if route.semantic is not None and key.semantic_text is not None:
+            assert key.semantic_scope is not None
+            semantic = await self._cache.get_semantic(
+                key.semantic_scope,
+                key.semantic_text,
+                route.semantic.threshold,
+                route.semantic.guard,
+            )
+            if semantic is not None and semantic.entry.is_fresh(time.time()):
+                self._cache.store(key.key, semantic.entry)  # the next identical request hits L1
+                return semantic
+        return hit
+
+    async def _lookup_exact(self, key: str) -> Hit | None:
+        now = time.time()
+        local = self._cache.get_local(key)
+        if local is not None and local.is_fresh(now):
+            return Hit(local, "l1")
+        remote = await self._cache.get_remote(key)
+        if remote is not None and remote.entry.is_fresh(now):
+            return remote
+        stale = [hit for hit in (remote, local and Hit(local, "l1")) if hit is not None]
+        return max(stale, key=lambda hit: hit.entry.stored_at, default=None)
+
+    async def _lookup_variant(self, key: str, hit: Hit, headers: Mapping[str, str]) -> Hit | None:
+        if http_cache.selects(hit.entry.vary, headers):
+            return hit
+        names = tuple(name for name, _ in hit.entry.vary)
+        wanted = http_cache.vary_values(names, headers)
+        variant = await self._lookup_exact(variant_key(key, wanted))
+        return variant if variant is not None and variant.entry.vary == wanted else None
+
+    async def _fetch(self, outgoing: Outgoing) -> Fetched:
+        """One upstream request for a cacheable route; a storable answer is stored. A stale
+        entry with validators is revalidated: a 304 refreshes it instead of a new body."""
+        route, stale = outgoing.route, outgoing.stale
+        headers = outgoing.headers
+        conditions = http_cache.validators(dict(stale.headers)) if stale is not None else {}
+        if conditions and route.mode == "http":
+            headers = headers.copy()
+            headers.update(conditions)
+        request_time = time.time()
+        answer = await self._upstream.fetch(
+            route.name,
+            outgoing.method,
+            outgoing.path_qs,
+            headers,
+            outgoing.body,
+            route.max_entry_size,
+        )
+        if isinstance(answer, Streaming):
+            return Fetched(answer)
+        if answer.status == 304 and conditions and stale is not None:
+            merged = http_cache.merge_not_modified(stale.headers, answer.headers)
+            answer = Buffered(stale.status, CIMultiDict(merged), stale.body, revalidated=True)
+        return Fetched(answer, self._store(outgoing, answer, (request_time, time.time())))
+
+    def _store(
+        self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float]
+    ) -> CachedResponse | None:
+        """Store a storable answer; returns the entry stored, or ``None``."""
+        route, key = outgoing.route, outgoing.key
+        mode = MODES[route.mode]
+        reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
+        if reason is not None:
+            log.debug("not storing %s answer: %s", route.name, reason)
+            return None
+        entry = mode.entry(
+            route,
+            outgoing.headers,
+            outgoing.path_qs,
+            answer.status,
+            answer.headers,
+            answer.body,
+            times,
+        )
+        entry = replace(entry, tags=(*entry.tags, key.request_tag))
+        semantic = None
+        if key.semantic_scope is not None and key.semantic_text is not None:
+            semantic = (key.semantic_scope, route.name, key.semantic_text)
+        self._cache.store(key.key, entry, semantic)
+        if entry.vary:  # HTTP mode: each variant also under its own key
+            self._cache.store(variant_key(key.key, entry.vary), entry)
+        answer.stored = True
+        return entry
+
+    def _refresh_in_background(self, outgoing: Outgoing) -> None:
+        """Refresh a stale or soon-stale entry once per key, however many requests ask."""
+        key = outgoing.key.key
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+        self._refreshes.spawn(self._refresh(outgoing))
+
+    async def _refresh(self, outgoing: Outgoing) -> None:
+        route = outgoing.route.name
+        try:
+            result, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
+        except UpstreamError as exc:
+            self._metrics.background_refreshes.labels(route, "error").inc()
+            log.info("background refresh of %s failed: %s", route, exc)
+            return
+        finally:
+            self._refreshing.discard(outgoing.key.key)
+        if isinstance(result.answer, Streaming):
+            result.answer.response.release()
+        self._metrics.background_refreshes.labels(route, "ok").inc()
+
+    async def _pass_through(self, request: Request, route_name: str, outcome: Outcome) -> Reply:
+        body = await self._pass_through_body(request)
+        headers = upstream_headers(request.headers, request.peer, request.target)
+        upstream = await self._upstream.open(
+            route_name, request.method, request.target.path_qs, headers, body
+        )
+        if request.method in http_cache.UNSAFE_METHODS and upstream.status < 400:
+            self._invalidate_uris(request, upstream)
+        length = upstream.content_length
+        if request.method == "HEAD" or length is None or length > SMALL_ANSWER:
+            return _relay(upstream, b"", outcome)
+        # A small answer of known length goes out in one write instead of three.
+        answer = await self._upstream.read_answer(upstream, SMALL_ANSWER)
+        if isinstance(answer, Streaming):  # an event stream after all
+            return _relay(answer.response, answer.prefix, outcome)
+        headers = _replay(answer.headers.items())
+        headers[CACHE_STATUS] = outcome.cache_status
+        return Reply(answer.status, headers, outcome, body=answer.body)
+
+    async def _pass_through_body(self, request: Request) -> bytes | AsyncIterator[bytes] | None:
+        """What to send on: nothing, a small idempotent request's body read whole (so the
+        upstream client may send it again after a stale pooled connection), or a stream."""
+        length = request.body.length
+        if length == 0:
+            return None
+        if request.method in IDEMPOTENT_METHODS and length is not None and length <= REPLAY_LIMIT:
+            return await request.body.read()
+        return request.body.stream()
+
+    def _invalidate_uris(self, request: Request, upstream: aiohttp.ClientResponse) -> None:
+        """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
+        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
+        if self._routes.http_route(request.path) is None:
+            return
+        for uri in http_cache.invalidated_uris(request.target.path_qs, upstream.headers):
+            self._refreshes.spawn(self._purger.by_tag(http_cache.uri_tag(uri)))
+
+    def _count_hit(self, route: RouteConfig, tier: str) -> None:
+        counter = self._hit_counters.get((route.name, tier))
+        if counter is None:
+            counter = self._metrics.cache_hits.labels(route.name, tier)
+            self._hit_counters[route.name, tier] = counter
+        counter.inc()
+
+    def _timer(self, route: str, result: str):
+        timer = self._timers.get((route, result))
+        if timer is None:
+            timer = self._metrics.request_duration.labels(route, result)
+            self._timers[(route, result)] = timer
+        return timer
+
+
+def _may_share(fetched: Fetched, headers: Mapping[str, str]) -> bool:
+    """Whether another request's answer may be handed to this request: only what was
+    stored, and only a variant the cache would select for it (RFC 9111 §4.1). The same
+    rule as for a stored entry, so coalescing never widens who sees an answer."""
+    entry = fetched.entry
+    return entry is not None and http_cache.selects(entry.vary, headers)
+
+
+def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) -> bool:
+    """Probabilistic early refresh: inside the last ``refresh_ahead`` seconds of the TTL the
+    chance rises linearly to 1, so replicas spread their refreshes out."""
+    window = route.refresh_ahead
+    remaining = entry.expires_at - now
+    return window > 0 and remaining < window and random.random() > remaining / window
+
+
+def _answer_hit(request: Request, route: RouteConfig, hit: Hit, outcome: Outcome) -> Reply:
+    entry = hit.entry
+    headers = _replay(entry.headers)
+    headers[CACHE_STATUS] = outcome.cache_status
+    headers["Age"] = str(int(entry.age(time.time())))
+    if hit.similarity is not None:
+        headers["Sidecache-Similarity"] = f"{hit.similarity:.4f}"
+    if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+        return _not_modified(headers, outcome)
+    return Reply(entry.status, headers, outcome, body=entry.body)
+
+
+def _answer_fetched(
+    request: Request, route: RouteConfig, answer: Buffered | Streaming, joined: bool, fwd: str
+) -> Reply:
+    if isinstance(answer, Streaming):
+        return _relay(answer.response, answer.prefix, streamed(fwd))
+    UPSTREAM_SECONDS.set(answer.upstream_seconds)
+    outcome = fetched(fwd, stored=answer.stored, collapsed=joined, revalidated=answer.revalidated)
+    headers = _replay(answer.headers.items())
+    headers[CACHE_STATUS] = outcome.cache_status
+    if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+        return _not_modified(headers, outcome)
+    return Reply(answer.status, headers, outcome, body=answer.body)
+
+
+def _not_modified(headers: CIMultiDict[str], outcome: Outcome) -> Reply:
+    """A client's own conditional request, satisfied by what is stored (RFC 9110 §15.4.5)."""
+    kept = CIMultiDict((k, v) for k, v in headers.items() if k.lower() in _NOT_MODIFIED_KEEPS)
+    return Reply(304, kept, outcome)
+
+
+#: The headers a 304 carries (RFC 9110 §15.4.5), plus Age and Cache-Status.
+_NOT_MODIFIED_KEEPS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "age", "cache-status"}
+)
+
+
+def _answer_stale_on_error(hit: Hit, why: str) -> Reply:
+    log.info("serving stale %s entry: upstream failed (%s)", hit.tier, why)
+    entry = hit.entry
+    outcome = stale_on_error(hit.tier)
+    headers = _replay(entry.headers)
+    headers[CACHE_STATUS] = outcome.cache_status
+    headers["Age"] = str(int(entry.age(time.time())))
+    return Reply(entry.status, headers, outcome, body=entry.body)
+
+
+def _relay(upstream: aiohttp.ClientResponse, prefix: bytes, outcome: Outcome) -> Reply:
+    """An upstream answer to relay as it arrives (the front end releases it when done)."""
+    headers = end_to_end(upstream.headers)
+    headers[CACHE_STATUS] = outcome.cache_status
+    return Reply(upstream.status, headers, outcome, stream=upstream, prefix=prefix)
+
+
+def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """Stored or buffered (end-to-end) headers as a new response's; the length is the new
+    body's own."""
+    return CIMultiDict((name, value) for name, value in headers if name.lower() != "content-length")
+
+
+def _body_timeout_reply(seconds: float) -> Reply:
+    body = {"error": "body_timeout", "detail": f"request body not received within {seconds:g}s"}
+    headers = CIMultiDict(
+        {"Content-Type": "application/json", CACHE_STATUS: BODY_TIMEOUT.cache_status}
+    )
+    return Reply(408, headers, BODY_TIMEOUT, body=json.dumps(body).encode(), close=True)
+
+
+def _error_reply(exc: UpstreamError, outcome: Outcome) -> Reply:
+    body = {"error": exc.reason, "detail": str(exc)}
+    headers = CIMultiDict({"Content-Type": "application/json", CACHE_STATUS: outcome.cache_status})
+    if exc.status == 503:
+        headers["Retry-After"] = "1"
+    return Reply(exc.status, headers, outcome, body=json.dumps(body).encode())

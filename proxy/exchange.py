@@ -1,0 +1,128 @@
+"""The values that travel between a front end and the engine: one ``Request`` in, one
+``Reply`` out. Neither knows which front end read the request or will write the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+from multidict import CIMultiDict, MultiMapping
+
+from core.headers import Target
+from core.outcome import Outcome
+
+
+class BodyTimeout(Exception):
+    """The client did not send its request body within ``server.body_timeout``."""
+
+
+class Body(Protocol):
+    """A request body as the front end received it."""
+
+    #: Its declared length; ``None`` when unknown (chunked).
+    length: int | None
+
+    async def read(self) -> bytes:
+        """The whole body (raises ``BodyTimeout``)."""
+        ...
+
+    def stream(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (raises ``BodyTimeout`` on a long pause)."""
+        ...
+
+
+class NoBody:
+    """A request without a body."""
+
+    length: int | None = 0
+
+    async def read(self) -> bytes:
+        return b""
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        return
+        yield  # an async generator that yields nothing
+
+
+NO_BODY = NoBody()
+
+
+@dataclass(slots=True)
+class BufferedBody:
+    """A body the front end already holds whole."""
+
+    data: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    async def read(self) -> bytes:
+        return self.data
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+
+@dataclass(slots=True)
+class StreamBody:
+    """A body read from aiohttp's payload stream, bounded by ``timeout``: whole within it,
+    or with no pause longer than it when streamed."""
+
+    content: aiohttp.StreamReader
+    length: int | None
+    timeout: float
+
+    async def read(self) -> bytes:
+        chunks = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                while chunk := await self.content.readany():
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyTimeout from None
+        return b"".join(chunks)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self.content.readany(), self.timeout)
+            except TimeoutError:
+                raise BodyTimeout from None
+            if not chunk:
+                return
+            yield chunk
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request, as every step of the engine sees it."""
+
+    method: str
+    #: The decoded path routes are matched against.
+    path: str
+    target: Target
+    headers: MultiMapping[str]
+    #: The client's address.
+    peer: str
+    body: Body = NO_BODY
+
+
+@dataclass(slots=True)
+class Reply:
+    """What to send back: a status, headers and either ``body`` or an upstream ``stream`` to
+    relay (``prefix`` holds the bytes of it already read). ``outcome`` says how it came about;
+    ``close``: the connection ends after it."""
+
+    status: int
+    headers: CIMultiDict[str]
+    outcome: Outcome
+    body: bytes = b""
+    stream: aiohttp.ClientResponse | None = None
+    prefix: bytes = b""
+    close: bool = False
+    #: Route name for the metrics and the access log.
+    route: str = field(default="none")
