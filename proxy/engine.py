@@ -423,14 +423,16 @@ class Engine:
         return Reply(answer.status, headers, outcome, body=answer.body)
 
     async def _pass_through_body(self, request: Request) -> bytes | AsyncIterator[bytes] | None:
-        """What to send on: nothing, a small idempotent request's body read whole (so the
-        upstream client may send it again after a stale pooled connection), or a stream."""
-        length = request.body.length
-        if length == 0:
-            return None
+        """What to send on: nothing, the body the front end holds, a small idempotent
+        request's body read whole (so the upstream client may send it again after a stale
+        pooled connection), or a stream."""
+        body = request.body
+        if body.whole is not None:
+            return body.whole or None
+        length = body.length
         if request.method in IDEMPOTENT_METHODS and length is not None and length <= REPLAY_LIMIT:
-            return await request.body.read()
-        return request.body.stream()
+            return await body.read()
+        return body.stream()
 
     def _invalidate_uris(self, request: Request, upstream: aiohttp.ClientResponse) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and

@@ -24,6 +24,8 @@ class Body(Protocol):
 
     #: Its declared length; ``None`` when unknown (chunked).
     length: int | None
+    #: The whole body when the front end already holds it, else ``None``.
+    whole: bytes | None
 
     async def read(self) -> bytes:
         """The whole body (raises ``BodyTimeout``)."""
@@ -38,6 +40,7 @@ class NoBody:
     """A request without a body."""
 
     length: int | None = 0
+    whole: bytes | None = b""
 
     async def read(self) -> bytes:
         return b""
@@ -60,6 +63,10 @@ class BufferedBody:
     def length(self) -> int:
         return len(self.data)
 
+    @property
+    def whole(self) -> bytes:
+        return self.data
+
     async def read(self) -> bytes:
         return self.data
 
@@ -75,6 +82,7 @@ class StreamBody:
     content: aiohttp.StreamReader
     length: int | None
     timeout: float
+    whole: bytes | None = None
 
     async def read(self) -> bytes:
         chunks = []

@@ -1,14 +1,16 @@
-"""The L1 fast path of the proxy port.
+"""The fast front end of the proxy port.
 
 On a sidecar's hot routes most requests are repeats that L1 answers. For those, aiohttp's
 request objects, payload streams and response machinery cost more than the answer itself.
-So each connection starts on a thin protocol that reads requests itself: one it fully
-understands, whose fresh answer is in L1 (or, one batched round trip away, in Redis), is
-answered with a single write of a serialised response. Anything else (a miss, a stale
-entry, an HTTP-mode or pass-through route, a request with anything unusual in it) hands
-the connection, starting with the bytes of the request not yet answered, to aiohttp's own
-protocol for good. (A miss on the fast path has asked Redis once; the handler asks again:
-one extra batched round trip on the first miss of a connection.)
+So each connection starts on a thin protocol that reads requests itself. A fresh L1 hit is
+answered at once with a single write of a serialised response; every other request it can
+read (a Redis lookup, a miss, a stale entry, an HTTP-mode or pass-through route) goes through
+the engine (``proxy/engine.py``) and its reply is written here too, streamed when the
+upstream streams, on the same connection and in order. A connection is handed to aiohttp's
+own protocol, for good, only for what this front end does not handle: a request its parser
+refuses (aiohttp answers the 400), ``Upgrade``, ``Expect``, chunked or compressed request
+bodies, bodies over 64 KiB, ``HEAD``, ``Connection: close``, HTTP/1.0, and targets that are
+not plain origin-form paths.
 
 Requests are read with aiohttp's own parser (``HttpRequestParser``, llhttp when aiohttp's C
 extension is there), configured as aiohttp's protocol configures it, so the fast path accepts
@@ -16,24 +18,23 @@ exactly what aiohttp accepts: whatever the parser refuses is handed over, and ai
 it 400 as it would have. Only the head goes through the parser; the body is the
 ``Content-Length`` bytes after it, which the parser has checked. The head ends at the first
 empty line, because the parser refuses a bare CR or LF anywhere in it (empty lines before a
-request are the one exception: such requests are handed over). A head the parser accepts is
-still left to aiohttp unless it is plain: ``HTTP/1.1`` and kept alive, no body encoding,
-``Transfer-Encoding``, ``Expect`` or ``Upgrade``, not ``HEAD``, and an origin-form target
-without ``%``, ``#``, dot segments or ``//``.
+request are the one exception: such requests are handed over).
 
 Every connection is bounded (``proxy/connections.py``): in number, in idle time, and in the
 time a request head takes to arrive. A body the fast path waits for longer than
-``body_timeout`` is left, with its request, to the handler, which answers it 408.
+``body_timeout`` is left, with its request, to aiohttp and the engine, which answer it 408.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpProcessingError, HttpRequestParser, HttpVersion11, RawRequestMessage
@@ -50,6 +51,7 @@ from proxy.connections import (
     RefusedConnection,
 )
 from proxy.engine import Engine
+from proxy.exchange import NO_BODY, BufferedBody, Reply, Request
 from proxy.handler import ProxyHandler
 
 #: A request head or body bigger than this is not worth a fast look.
@@ -60,6 +62,7 @@ MAX_BODY = 64 * 1024
 PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
 _SET_HERE = ("content-length", "cache-status", "age")
 _EMPTY_LINE = b"\r\n\r\n"
+log = logging.getLogger(__name__)
 _LINE_ENDS = b"\r\n"
 
 
@@ -108,10 +111,20 @@ class FastPathServer(web.Server):
         return self._build_request(message, payload, protocol, writer, task)
 
     def pre_shutdown(self) -> None:
-        # A fast connection is idle between requests (answers are written at once): close.
+        # Idle connections close now; one answering a request closes once it has answered.
+        for connection in list(self.fast_connections):
+            connection.drain()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Let requests in flight on fast connections finish (within ``timeout``), then
+        close what is left, and shut aiohttp's connections down as ``web.Server`` does."""
+        busy = [c.answering for c in self.fast_connections if c.answering is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=timeout)
         for connection in list(self.fast_connections):
             connection.close()
-        super().pre_shutdown()
+        await super().shutdown(timeout)
 
     def wire(self, entry: CachedResponse) -> bytes:
         """Status line and stored headers, serialised once per entry."""
@@ -153,7 +166,12 @@ class FastConnection(asyncio.Protocol):
         self._started = 0.0
         self._head_ended = 0.0
         self._paused = False
-        self._lookup: asyncio.Future[None] | None = None
+        #: The request being answered asynchronously (Redis, the engine), if any.
+        self._busy: asyncio.Future[None] | None = None
+        #: Set while the client reads what is written (cleared by ``pause_writing``).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._draining = False
         self._peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,10 +187,24 @@ class FastConnection(asyncio.Protocol):
         self._server.limits.release()
         self._deadline.cancel()
         self._transport = None
+        self._writable.set()
+        if self._busy is not None:
+            self._busy.cancel()  # a client that goes away cancels its request
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    @property
+    def answering(self) -> asyncio.Future[None] | None:
+        """The request being answered asynchronously, if any."""
+        return self._busy
+
+    def drain(self) -> None:
+        """Serve no further request: close now when idle, else once the answer is written."""
+        self._draining = True
+        if self._busy is None:
+            self.close()
 
     def _expired(self, reason: str) -> None:
         if reason == BODY:
@@ -189,12 +221,14 @@ class FastConnection(asyncio.Protocol):
         # The client is not reading its answers: stop reading its requests. It has
         # idle_timeout to start reading again.
         self._paused = True
+        self._writable.clear()
         self._deadline.idle(self._server.loop.time())
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._writable.set()
         if self._transport is not None:
             self._transport.resume_reading()
             self._serve(self._server.loop.time())
@@ -210,7 +244,7 @@ class FastConnection(asyncio.Protocol):
         """Answer what is buffered, then put the connection under the bound of its state."""
         self._answer_buffered(now)
         if not self._ready:
-            if self._lookup is not None:
+            if self._busy is not None:
                 self._deadline.pause()
         elif not self._buffer:
             self._deadline.idle(now)
@@ -233,22 +267,18 @@ class FastConnection(asyncio.Protocol):
                 found = proxy.fast_key(
                     head.method, self._path, head.path, head.headers, body, self._peer
                 )
-            except Exception:  # the handler meets it too, and answers it as it does errors
+            except Exception:  # the engine meets it too, and answers it as it does errors
                 found = None
-            if found is None:
-                self._hand_over()
-                return
-            route, key = found
-            entry = proxy.fresh_local(route, key)
-            if entry is not None:
-                self._write(route, entry, "l1", started)
-                self._consume(now)
-                continue
-            if not self._server.has_remote:
-                self._hand_over()
-                return
-            # Ask Redis; the requests behind this one wait their turn (answers stay in order).
-            self._lookup = asyncio.ensure_future(self._answer_remote(route, key, started))
+            if found is not None:
+                route, key = found
+                entry = proxy.fresh_local(route, key)
+                if entry is not None:
+                    self._write(route, entry, "l1", started)
+                    self._consume(now)
+                    continue
+            # Anything else goes through the engine; the requests behind it wait their turn
+            # (answers stay in order).
+            self._busy = asyncio.ensure_future(self._answer(found, body, started))
             return
 
     def _read_head(self, now: float) -> RawRequestMessage | None:
@@ -287,24 +317,101 @@ class FastConnection(asyncio.Protocol):
         self._head, self._fed = None, 0
         self._started = now
 
-    async def _answer_remote(self, route: RouteConfig, key: RequestKey, started: float) -> None:
+    async def _answer(
+        self, found: tuple[RouteConfig, RequestKey] | None, body: bytes, started: float
+    ) -> None:
+        """A request the fast path could not answer at once: a fresh entry from Redis is
+        written as a fast hit; anything else is the engine's, and its reply written here."""
         try:
-            hit = await self._server.proxy.fresh_remote(route, key)
+            if found is not None and self._server.has_remote:
+                route, key = found
+                hit = await self._server.proxy.fresh_remote(route, key)
+                if hit is not None and self._transport is not None:
+                    self._write(route, hit.entry, hit.tier, started)
+                    return
+            await self._answer_with_engine(body, started)
         finally:
-            self._lookup = None
-        if self._transport is None:  # the client went away meanwhile
+            self._busy = None
+            if self._draining:
+                self.close()
+            elif self._transport is not None:
+                now = self._server.loop.time()
+                self._consume(now)
+                self._serve(now)
+
+    async def _answer_with_engine(self, body: bytes, started: float) -> None:
+        head = self._head
+        assert head is not None
+        engine = self._server.proxy
+        request = Request(
+            method=head.method,
+            path=self._path,
+            target=engine.target(head.path, head.headers, "http", self._peer),
+            headers=head.headers,
+            peer=self._peer,
+            body=BufferedBody(body) if body else NO_BODY,
+        )
+        reply: Reply | None = None
+        status = 499  # the client went away first
+        try:
+            reply = await engine.handle(request)
+            await self._send(reply)
+            status = reply.status
+        finally:
+            if reply is not None and reply.stream is not None:
+                reply.stream.release()
+            engine.record(request, reply, status, time.perf_counter() - started)
+
+    async def _send(self, reply: Reply) -> None:
+        """Write ``reply``: at once when it is whole, else as its upstream stream arrives,
+        with the client's reading pace (``_writable``)."""
+        transport = self._transport
+        if transport is None:
             return
-        if hit is None:
-            self._hand_over()
-            return
-        self._write(route, hit.entry, hit.tier, started)
-        now = self._server.loop.time()
-        self._consume(now)
-        self._serve(now)
+        # (HEAD and ``Connection: close`` requests are aiohttp's: see ``_plain_length``.)
+        close = reply.close
+        stream = reply.stream
+        if stream is None:
+            transport.write(_head_bytes(reply, len(reply.body), close) + reply.body)
+        else:
+            length = stream.content_length if not reply.prefix else None
+            await self._relay(reply, stream, length, close)
+        if close and self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def _relay(self, reply: Reply, stream: Any, length: int | None, close: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        chunked = length is None
+        transport.write(_head_bytes(reply, length, close, chunked=chunked))
+        try:
+            if reply.prefix:
+                await self._write_chunk(reply.prefix, chunked)
+            async for chunk in stream.content.iter_any():
+                await self._write_chunk(chunk, chunked)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The head is sent: the only honest signal left is a cut connection.
+            log.warning("upstream stream broke off: %r", exc)
+            if self._transport is not None:
+                self._transport.abort()
+            raise
+        if chunked and self._transport is not None:
+            self._transport.write(b"0\r\n\r\n")
+
+    async def _write_chunk(self, chunk: bytes, chunked: bool) -> None:
+        if self._transport is None:
+            raise ConnectionResetError("client went away")
+        if chunked:
+            self._transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        else:
+            self._transport.write(chunk)
+        if self._paused:
+            await self._writable.wait()
 
     @property
     def _ready(self) -> bool:
-        return not self._paused and self._lookup is None and self._transport is not None
+        return not self._paused and self._busy is None and self._transport is not None
 
     def _write(self, route: RouteConfig, entry: CachedResponse, tier: str, started: float) -> None:
         head = self._server.wire(entry)
@@ -333,6 +440,28 @@ class FastConnection(asyncio.Protocol):
             # A whole head is parsed at once there, which starts its request; a part of one
             # keeps the deadline it has had since its first byte.
             protocol.continue_from(buffered, self._started if self._head is None else None)
+
+
+def _head_bytes(reply: Reply, length: int | None, close: bool, chunked: bool = False) -> bytes:
+    """Status line and headers of a reply whose body is ``length`` bytes (``None`` with
+    ``chunked``: sent in chunks)."""
+    try:
+        phrase = HTTPStatus(reply.status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"HTTP/1.1 {reply.status} {phrase}"]
+    lines += [f"{n}: {v}" for n, v in reply.headers.items() if n.lower() not in _FRAMING]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        lines.append(f"Content-Length: {length}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "surrogateescape")
+
+
+#: Framing headers the fast path writes itself.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 def _plain_length(head: RawRequestMessage) -> int:

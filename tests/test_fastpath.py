@@ -225,7 +225,7 @@ async def test_a_request_aiohttp_accepts_is_answered_on_the_fast_path(warm, upst
     reader, writer = await connect(warm)
     writer.write(post(extra=extra) + post())
     answers = [await read_response(reader) for _ in range(2)]
-    assert fast_connections(warm) == 1  # still the fast path's, after both
+    assert fast_connections(warm) == 2  # this one and the warm-up's: neither handed over
     writer.close()
     assert [a[1]["cache-status"] for a in answers] == ["sidecache; hit; detail=l1"] * 2
 
@@ -238,6 +238,48 @@ async def test_a_request_split_between_head_and_body_is_answered_on_the_fast_pat
         writer.write(part)
         await writer.drain()
     _status, headers, _ = await read_response(reader)
-    assert fast_connections(warm) == 1
+    assert fast_connections(warm) == 2  # this one and the warm-up's: neither handed over
     writer.close()
     assert headers["cache-status"] == "sidecache; hit; detail=l1"
+
+
+async def read_chunked_or_sized(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes]:
+    """One response, whether its body is sized or chunked."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    headers = {}
+    for line in head[:-4].decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") != "chunked":
+        return headers, await reader.readexactly(int(headers.get("content-length", "0")))
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b"\r\n")
+    return headers, body
+
+
+async def test_one_connection_serves_hit_miss_hit_pass_through_hit_in_order(warm, upstream):
+    reader, writer = await connect(warm)
+    new_key = post(b'{"task": "never asked before"}')
+    passing = b"GET /not-cached?x=1 HTTP/1.1\r\nHost: sidecache\r\n\r\n"
+    streamed = b"GET /big?size=200000&chunked=1 HTTP/1.1\r\nHost: sidecache\r\n\r\n"
+
+    writer.write(post() + new_key + post() + passing + post() + streamed + post())
+    answers = [await read_chunked_or_sized(reader) for _ in range(7)]
+
+    assert fast_connections(warm) == 2  # this one and the warm-up's: neither handed over
+    writer.close()
+    statuses = [headers["cache-status"] for headers, _ in answers]
+    assert statuses == [
+        "sidecache; hit; detail=l1",
+        "sidecache; fwd=miss; stored",
+        "sidecache; hit; detail=l1",
+        "sidecache; fwd=bypass",
+        "sidecache; hit; detail=l1",
+        "sidecache; fwd=bypass",
+        "sidecache; hit; detail=l1",
+    ]
+    assert echo_of(answers[3][1])["path"] == "/not-cached"
+    assert answers[5][1] == (bytes(range(256)) * 256 * 4)[:200000]
+    assert upstream.calls[SELECT] == 2
