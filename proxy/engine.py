@@ -24,6 +24,15 @@ from multidict import CIMultiDict, MultiMapping
 from core import http_cache
 from core.cache import Hit
 from core.config import RouteConfig
+from core.decisions import (
+    Fetch,
+    Relay,
+    Serve,
+    after_lookup,
+    fallback_instead,
+    may_share,
+    refresh_ahead_due,
+)
 from core.entry import CachedResponse
 from core.errors import UpstreamError
 from core.headers import Target, effective_target, end_to_end, is_trusted, upstream_headers
@@ -34,9 +43,7 @@ from core.outcome import (
     Outcome,
     failed,
     fetched,
-    fresh_hit,
     passed,
-    stale_hit,
     stale_on_error,
     streamed,
 )
@@ -177,7 +184,7 @@ class Engine:
 
     def _servable(self, route: RouteConfig, entry: CachedResponse) -> bool:
         now = time.time()
-        return entry.is_fresh(now) and not _refresh_ahead_due(route, entry, now)
+        return entry.is_fresh(now) and not refresh_ahead_due(route, entry, now, random.random)
 
     def record_fast_hit(
         self, route: RouteConfig, tier: str, method: str, path: str, status: int, elapsed: float
@@ -227,34 +234,26 @@ class Engine:
         hit = (
             await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
         )
-        now = time.time()
-        if hit is not None and hit.entry.is_fresh(now):
-            if _refresh_ahead_due(route, hit.entry, now):
-                self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
-            self._count_hit(route, hit.tier)
-            return _answer_hit(request, route, hit, fresh_hit(hit.tier))
-        if hit is not None and hit.entry.may_serve_while_revalidating(now):
-            self._refresh_in_background(self._outgoing(request, route, key, body, hit.entry))
-            self._count_hit(route, hit.tier)
-            return _answer_hit(request, route, hit, stale_hit(hit.tier))
-        if request.method == "HEAD":  # nothing stored to answer it from: just forward it
-            return await self._pass_through(request, route.name, passed("miss", "miss"))
-        outgoing = self._outgoing(request, route, key, body, hit.entry if hit else None)
-        return await self._forward(request, outgoing, hit, decision)
+        step = after_lookup(route, request.method, decision, hit, time.time())
+        if isinstance(step, Serve):
+            if step.refresh:
+                self._refresh_in_background(
+                    self._outgoing(request, route, key, body, step.hit.entry)
+                )
+            self._count_hit(route, step.hit.tier)
+            return _answer_hit(request, route, step.hit, step.outcome)
+        if isinstance(step, Relay):
+            return await self._pass_through(request, route.name, step.outcome)
+        outgoing = self._outgoing(request, route, key, body, step.revalidate)
+        return await self._forward(request, outgoing, step)
 
-    async def _forward(
-        self, request: Request, outgoing: Outgoing, hit: Hit | None, decision: Decision
-    ) -> Reply:
+    async def _forward(self, request: Request, outgoing: Outgoing, step: Fetch) -> Reply:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
         route, key = outgoing.route, outgoing.key
-        now = time.time()
-        fallback = hit if hit is not None and hit.entry.may_serve_on_error(now) else None
-        fwd = "miss" if decision is Decision.LOOKUP else "request"
-        if hit is not None:
-            fwd = "stale"
+        fallback = step.fallback
         try:
             result, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
-            if joined and not _may_share(result, request.headers):
+            if joined and not may_share(result.entry, request.headers):
                 # The answer is not one this client may be given (not stored, or another
                 # variant): it makes its own call instead.
                 result, joined = await self._fetch(outgoing), False
@@ -264,12 +263,13 @@ class Engine:
             self._count_hit(route, fallback.tier)
             return _answer_stale_on_error(fallback, exc.reason)
         answer = result.answer
-        if fallback is not None and isinstance(answer, Buffered) and answer.status >= 500:
+        if isinstance(answer, Buffered) and fallback_instead(fallback, answer.status):
+            assert fallback is not None
             self._count_hit(route, fallback.tier)
             return _answer_stale_on_error(fallback, f"status {answer.status}")
         if joined:
             self._metrics.coalesced.labels(route.name).inc()
-        return _answer_fetched(request, route, answer, joined, fwd)
+        return _answer_fetched(request, route, answer, joined, step.fwd)
 
     def _outgoing(
         self,
@@ -455,22 +455,6 @@ class Engine:
             timer = self._metrics.request_duration.labels(route, result)
             self._timers[(route, result)] = timer
         return timer
-
-
-def _may_share(fetched: Fetched, headers: Mapping[str, str]) -> bool:
-    """Whether another request's answer may be handed to this request: only what was
-    stored, and only a variant the cache would select for it (RFC 9111 §4.1). The same
-    rule as for a stored entry, so coalescing never widens who sees an answer."""
-    entry = fetched.entry
-    return entry is not None and http_cache.selects(entry.vary, headers)
-
-
-def _refresh_ahead_due(route: RouteConfig, entry: CachedResponse, now: float) -> bool:
-    """Probabilistic early refresh: inside the last ``refresh_ahead`` seconds of the TTL the
-    chance rises linearly to 1, so replicas spread their refreshes out."""
-    window = route.refresh_ahead
-    remaining = entry.expires_at - now
-    return window > 0 and remaining < window and random.random() > remaining / window
 
 
 def _answer_hit(request: Request, route: RouteConfig, hit: Hit, outcome: Outcome) -> Reply:

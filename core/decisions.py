@@ -1,0 +1,105 @@
+"""The decision core: given what the cache tiers returned and the clock, what the engine
+does next. No I/O here: each function is a rule that a table test can check row by row.
+
+Together with the request-side rules (``core.policy.decide``, ``core.http_cache.request_
+decision``), the storage rules (``core.modes``: ``unstorable_reason`` and ``entry``) and
+``core.outcome``, these are every decision a request goes through; ``proxy/engine.py`` only
+carries them out.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from core import http_cache
+from core.cache import Hit
+from core.config import RouteConfig
+from core.entry import CachedResponse
+from core.outcome import Outcome, fresh_hit, passed, stale_hit
+from core.policy import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """Answer from ``hit``; ``refresh``: also refresh the entry in the background."""
+
+    hit: Hit
+    outcome: Outcome
+    refresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Ask the upstream (one call per key at a time). ``revalidate``: a stored entry whose
+    validators make the request conditional; ``fallback``: what to answer if the upstream
+    fails (stale-if-error); ``fwd``: why the request goes forward (RFC 9211)."""
+
+    fwd: str
+    revalidate: CachedResponse | None = None
+    fallback: Hit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Pass the request on as it is, unstored (a ``HEAD`` with nothing stored to answer it)."""
+
+    outcome: Outcome
+
+
+Step = Serve | Fetch | Relay
+
+
+def after_lookup(
+    route: RouteConfig,
+    method: str,
+    decision: Decision,
+    hit: Hit | None,
+    now: float,
+    chance: Callable[[], float] = random.random,
+) -> Step:
+    """What to do with what the lookup found (``hit`` ``None``: nothing, or no lookup).
+
+    - fresh: serve it; inside the last ``refresh_ahead`` of its lifetime, also refresh it
+      with a chance rising to 1 at expiry (so replicas spread their refreshes);
+    - stale inside stale-while-revalidate (RFC 5861 §3): serve it and refresh it;
+    - otherwise fetch, conditionally when the stale entry has validators (RFC 9111 §4.3.1),
+      keeping it as the answer should the upstream fail inside stale-if-error (RFC 5861 §4);
+    - a ``HEAD`` with no usable entry is passed on unstored.
+    """
+    if hit is not None and hit.entry.is_fresh(now):
+        refresh = refresh_ahead_due(route, hit.entry, now, chance)
+        return Serve(hit, fresh_hit(hit.tier), refresh=refresh)
+    if hit is not None and hit.entry.may_serve_while_revalidating(now):
+        return Serve(hit, stale_hit(hit.tier), refresh=True)
+    if method == "HEAD":
+        return Relay(passed("miss", "miss"))
+    if hit is not None:
+        fallback = hit if hit.entry.may_serve_on_error(now) else None
+        return Fetch("stale", revalidate=hit.entry, fallback=fallback)
+    return Fetch("miss" if decision is Decision.LOOKUP else "request")
+
+
+def refresh_ahead_due(
+    route: RouteConfig, entry: CachedResponse, now: float, chance: Callable[[], float]
+) -> bool:
+    """Probabilistic early refresh: inside the last ``refresh_ahead`` seconds of the TTL the
+    chance rises linearly to 1."""
+    window = route.refresh_ahead
+    remaining = entry.expires_at - now
+    return window > 0 and remaining < window and chance() > remaining / window
+
+
+def fallback_instead(fallback: Hit | None, status: int) -> bool:
+    """Whether an upstream answer with ``status`` is replaced by the stale ``fallback``: a
+    5xx counts as an error for stale-if-error (RFC 5861 §4)."""
+    return fallback is not None and status >= 500
+
+
+def may_share(entry: CachedResponse | None, headers: Mapping[str, str]) -> bool:
+    """Whether another request's upstream answer may be handed to this request: only what
+    was stored (``entry``), and only a variant the cache would select for this request
+    (RFC 9111 §4.1). The rule for stored entries, so coalescing never widens who sees an
+    answer."""
+    return entry is not None and http_cache.selects(entry.vary, headers)

@@ -1,0 +1,149 @@
+"""The decision core, rule by rule, with no socket: given what the lookup found and the
+clock, what the engine does next."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from core.cache import Hit
+from core.config import RouteConfig
+from core.decisions import (
+    Fetch,
+    Relay,
+    Serve,
+    after_lookup,
+    fallback_instead,
+    may_share,
+    refresh_ahead_due,
+)
+from core.entry import CachedResponse
+from core.policy import Decision
+
+NOW = 1_000_000.0
+ROUTE = RouteConfig(name="r", path="/r")
+AHEAD = RouteConfig(name="r", path="/r", refresh_ahead=10.0)
+
+
+def entry(age: float, ttl: float = 60, swr: float = 0, sie: float = 0, vary=()) -> CachedResponse:
+    return CachedResponse(
+        status=200,
+        headers=(),
+        body=b"{}",
+        stored_at=NOW - age,
+        ttl=ttl,
+        stale_while_revalidate=swr,
+        stale_if_error=sie,
+        vary=vary,
+    )
+
+
+def hit(age: float, tier: str = "l1", **windows: float) -> Hit:
+    return Hit(entry(age, **windows), tier)
+
+
+@pytest.mark.parametrize(
+    ("found", "method", "decision", "expected", "cache_status"),
+    [
+        # fresh: served from the tier that had it
+        (hit(10), "POST", Decision.LOOKUP, Serve, "sidecache; hit; detail=l1"),
+        (hit(10, "l2"), "GET", Decision.LOOKUP, Serve, "sidecache; hit; detail=l2"),
+        (hit(10, "semantic"), "POST", Decision.LOOKUP, Serve, "sidecache; hit; detail=semantic"),
+        # RFC 5861 §3: stale inside stale-while-revalidate is served, and refreshed
+        (hit(65, swr=10), "POST", Decision.LOOKUP, Serve, "sidecache; hit; fwd=stale; detail=l1"),
+        # past every window: fetched, as a revalidation of the stale entry
+        (hit(75, swr=10), "POST", Decision.LOOKUP, Fetch, None),
+        # nothing found: a miss; with request no-cache (no lookup made): fwd=request
+        (None, "POST", Decision.LOOKUP, Fetch, None),
+        (None, "POST", Decision.REFRESH, Fetch, None),
+        # HEAD with nothing usable: passed on unstored
+        (None, "HEAD", Decision.LOOKUP, Relay, "sidecache; fwd=miss"),
+        (hit(75), "HEAD", Decision.LOOKUP, Relay, "sidecache; fwd=miss"),
+    ],
+    ids=[
+        "fresh-l1",
+        "fresh-l2",
+        "fresh-semantic",
+        "stale-while-revalidate",
+        "stale-past-windows",
+        "miss",
+        "request-no-cache",
+        "head-miss",
+        "head-stale",
+    ],
+)
+def test_after_lookup(found, method, decision, expected, cache_status):
+    step = after_lookup(ROUTE, method, decision, found, NOW, chance=lambda: 0.0)
+
+    assert isinstance(step, expected)
+    if cache_status is not None:
+        assert step.outcome.cache_status == cache_status
+
+
+def test_stale_while_revalidate_always_refreshes_a_fresh_hit_only_when_due():
+    stale = after_lookup(ROUTE, "GET", Decision.LOOKUP, hit(65, swr=10), NOW)
+    fresh = after_lookup(ROUTE, "GET", Decision.LOOKUP, hit(10), NOW)
+
+    assert isinstance(stale, Serve) and stale.refresh
+    assert isinstance(fresh, Serve) and not fresh.refresh
+
+
+@pytest.mark.parametrize(
+    ("found", "decision", "fwd", "revalidates", "falls_back"),
+    [
+        (None, Decision.LOOKUP, "miss", False, False),
+        (None, Decision.REFRESH, "request", False, False),
+        (hit(75), Decision.LOOKUP, "stale", True, False),
+        # RFC 5861 §4: inside stale-if-error the stale entry answers should the upstream fail
+        (hit(75, sie=30), Decision.LOOKUP, "stale", True, True),
+        (hit(95, sie=30), Decision.LOOKUP, "stale", True, False),
+    ],
+    ids=["miss", "no-cache", "stale", "stale-if-error", "past-stale-if-error"],
+)
+def test_a_fetch_says_why_what_it_revalidates_and_its_fallback(
+    found, decision, fwd, revalidates, falls_back
+):
+    step = after_lookup(ROUTE, "POST", decision, found, NOW)
+
+    assert isinstance(step, Fetch)
+    assert step.fwd == fwd
+    assert (step.revalidate is not None) == revalidates
+    assert (step.fallback is not None) == falls_back
+
+
+@pytest.mark.parametrize(
+    ("route", "age", "chance", "due"),
+    [
+        (ROUTE, 59, 1.0, False),  # refresh_ahead off
+        (AHEAD, 40, 1.0, False),  # 20 s left: before the window
+        (AHEAD, 55, 0.6, True),  # 5 s left of a 10 s window: due when the draw beats 0.5
+        (AHEAD, 55, 0.4, False),
+        (AHEAD, 59.9, 0.02, True),  # nearly expired: almost certain
+    ],
+)
+def test_refresh_ahead_chance_rises_to_one_at_expiry(route, age, chance, due):
+    assert refresh_ahead_due(route, entry(age), NOW, lambda: chance) is due
+
+
+@pytest.mark.parametrize(
+    ("fallback", "status", "replaced"),
+    [(hit(75, sie=30), 502, True), (hit(75, sie=30), 404, False), (None, 503, False)],
+)
+def test_a_5xx_answer_is_replaced_by_the_stale_if_error_fallback(fallback, status, replaced):
+    assert fallback_instead(fallback, status) is replaced
+
+
+@pytest.mark.parametrize(
+    ("stored", "headers", "shared"),
+    [
+        (None, {}, False),  # not stored: each waiter asks for itself
+        (entry(0), {"Accept-Encoding": "gzip"}, True),  # no Vary: anyone may have it
+        (entry(0, vary=(("accept-encoding", "gzip"),)), {"Accept-Encoding": "gzip"}, True),
+        (entry(0, vary=(("accept-encoding", "gzip"),)), {"Accept-Encoding": "br"}, False),
+        (entry(0, vary=(("cookie", "u=1"),)), {}, False),
+    ],
+    ids=["unstored", "no-vary", "same-variant", "other-encoding", "other-cookie"],
+)
+def test_a_waiter_shares_only_a_stored_answer_of_its_own_variant(stored, headers, shared):
+    """RFC 9111 §4.1: a stored response is selected only if its Vary'd headers match."""
+    assert may_share(stored, CIMultiDict(headers)) is shared
