@@ -18,21 +18,51 @@ from typing import Protocol
 
 from examples.processes import ROOT, pinned
 
-#: A unique body per request: ``{"task":"bench unique <nonce> <thread> <n>","top_k":3}``.
+#: A new key: ``{"task":"bench unique <nonce> <thread> <n>","top_k":3}``, ``n`` counting the
+#: requests of the run (wrk's Lua script and ``bench.pyload`` build the same bytes).
 UNIQUE_TASK = "bench unique"
+#: A hot key, cached before the run: ``{"task":"bench cached <nonce> <i>","top_k":3}``.
+HOT_TASK = "bench cached"
 RESULT_MARK = "BENCH_RESULT "
+
+
+def new_body(nonce: str, thread: int, n: int) -> bytes:
+    """The body of the ``n``-th request of a run when it asks for a new key."""
+    return f'{{"task":"{UNIQUE_TASK} {nonce} {thread} {n}","top_k":3}}'.encode()
+
+
+def hot_body(nonce: str, i: int) -> bytes:
+    """The body of hot key ``i`` of a run (primed into the cache before it)."""
+    return f'{{"task":"{HOT_TASK} {nonce} {i}","top_k":3}}'.encode()
 
 
 @dataclass(frozen=True)
 class Load:
-    """What to send: one fixed request, or (``unique``) a fresh JSON body every time."""
+    """What to send: one fixed request (``body``), or JSON bodies made per request: a new
+    key every ``new_every``-th request (1: every request a miss) and, in between, the
+    ``hot_keys`` hot bodies of the run in turn (the keys primed before it)."""
 
     url: str
     method: str = "GET"
     path: str = "/"
     body: bytes | None = None
-    unique: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    new_every: int = 0
+    hot_keys: int = 0
+
+    def __post_init__(self) -> None:
+        if self.new_every > 1 and self.hot_keys < 1:
+            raise ValueError("a mix of new and hot keys needs hot_keys")
+        if self.new_every and self.body is not None:
+            raise ValueError("a fixed body and per-request bodies exclude each other")
+
+    def nth_body(self, nonce: str, n: int) -> bytes | None:
+        """The body of the ``n``-th request (from 1) of a run, like wrk's script makes it."""
+        if not self.new_every:
+            return self.body
+        if n % self.new_every == 0:
+            return new_body(nonce, 0, n)
+        return hot_body(nonce, n % self.hot_keys)
 
 
 @dataclass(frozen=True)
@@ -83,20 +113,28 @@ done = function(summary, latency, requests)
 end
 """
 
-_LUA_UNIQUE = """
-local threads, counter, nonce = 0, 0, "x"
+# Bodies made per request, as ``Load.nth_body``: wrk's one thread is thread 0.
+_LUA_BODIES = """
+local threads, counter, nonce, hot = 0, 0, "x", {}
 setup = function(thread)
   thread:set("thread_id", threads)
   threads = threads + 1
 end
 init = function(args)
   nonce = args[1] or nonce
+  for i = 0, {hot_keys} - 1 do
+    hot[i] = wrk.format(nil, nil, nil,
+      string.format('{"task":"{hot_task} %s %d","top_k":3}', nonce, i))
+  end
 end
 request = function()
   counter = counter + 1
-  local body = string.format('{"task":"{task} %s %d %d","top_k":3}', nonce,
-    thread_id or 0, counter)
-  return wrk.format(nil, nil, nil, body)
+  if counter % {new_every} == 0 then
+    local body = string.format('{"task":"{unique_task} %s %d %d","top_k":3}', nonce,
+      thread_id or 0, counter)
+    return wrk.format(nil, nil, nil, body)
+  end
+  return hot[counter % {hot_keys}]
 end
 """
 
@@ -114,10 +152,13 @@ def wrk_script(load: Load) -> str:
     lines = [f"wrk.method = {_lua_string(load.method)}"]
     for name, value in load.headers.items():
         lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
-    if load.body is not None and not load.unique:
+    if load.body is not None:
         lines.append(f"wrk.body = {_lua_string(load.body)}")
-    if load.unique:
-        lines.append(_LUA_UNIQUE.replace("{task}", UNIQUE_TASK))
+    if load.new_every:
+        script = _LUA_BODIES.replace("{new_every}", str(load.new_every))
+        script = script.replace("{hot_keys}", str(max(load.hot_keys, 1)))
+        script = script.replace("{unique_task}", UNIQUE_TASK).replace("{hot_task}", HOT_TASK)
+        lines.append(script)
     lines.append(_LUA_DONE.replace("{mark}", RESULT_MARK))
     return "\n".join(lines)
 

@@ -25,13 +25,14 @@ from collections import Counter
 from pathlib import Path
 
 from bench.load import Load, pick_generator
-from bench.run import SELECT, choose_cores, start_child
-from bench.scenarios import JSON, SELECT_BODY, prime_until
+from bench.run import HOT_KEYS, MIX_EVERY, NO_STORE, SELECT, choose_cores, start_child
+from bench.scenarios import JSON, SELECT_BODY, prime_hot_keys, prime_until
 from bench.servers import BenchUpstream, write_sidecache_config
 from examples.embedded import RedisServer
 from examples.processes import Sidecache, pinned, stopping_on_sigterm
 
-SCENARIOS = ("l1_hit", "l2_hit", "miss", "pass")
+SCENARIOS = ("l1_hit", "l2_hit", "miss", "pass", "mix", "nostore")
+NONCE = "profile"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -96,6 +97,18 @@ def summarise(raw: str, top: int) -> str:
     return "\n".join(out)
 
 
+def scenario_load(scenario: str, url: str) -> Load:
+    """What ``bench.run``'s scenario of that name sends."""
+    if scenario == "pass":
+        return Load(url, "GET", "/agents")
+    if scenario == "miss":
+        return Load(url, "POST", SELECT, headers=JSON, new_every=1)
+    if scenario == "mix":
+        return Load(url, "POST", SELECT, headers=JSON, new_every=MIX_EVERY, hot_keys=HOT_KEYS)
+    headers = NO_STORE if scenario == "nostore" else JSON
+    return Load(url, "POST", SELECT, SELECT_BODY, headers=headers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -142,12 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             prime_until(
                 sidecache.url + SELECT, SELECT_BODY, "Cache-Status", f"hit; detail={detail}"
             )()
-        if args.scenario == "pass":
-            load = Load(sidecache.url, "GET", "/agents")
-        else:
-            unique = args.scenario == "miss"
-            body = None if unique else SELECT_BODY
-            load = Load(sidecache.url, "POST", SELECT, body, unique=unique, headers=JSON)
+        if args.scenario == "mix":
+            prime_hot_keys(sidecache.url + SELECT, HOT_KEYS, "Cache-Status", "hit")(NONCE)
+        load = scenario_load(args.scenario, sidecache.url)
 
         raw_path = args.raw or workdir / "profile.raw"
         command = [
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder = subprocess.Popen(
             pinned(command, load_cpus), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        result = generator.run(load, args.duration + 1, args.connections, "profile")
+        result = generator.run(load, args.duration + 1, args.connections, NONCE)
         try:
             _, errors = recorder.communicate(timeout=30)
         except subprocess.TimeoutExpired:

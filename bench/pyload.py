@@ -2,7 +2,9 @@
 
 ``python -m bench.pyload SPEC_JSON`` keeps ``connections`` HTTP/1.1 keep-alive connections
 busy for ``duration`` seconds (and at most ``MAX_REQUESTS`` requests), one request at a time
-each, like wrk, and prints one ``BENCH_RESULT {...}`` line in wrk's result shape. Raw
+each, like wrk, and prints one ``BENCH_RESULT {...}`` line in wrk's result shape. Bodies
+made per request follow one counter shared by all connections, as in wrk's one thread, so
+a mix's new keys are exactly one request in ``new_every``. Raw
 asyncio streams rather than an HTTP client library: the generator should cost as little as
 possible per request.
 """
@@ -15,27 +17,35 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from bench.load import RESULT_MARK, UNIQUE_TASK, nearest_rank
+from bench.load import RESULT_MARK, Load, nearest_rank
 
 MAX_REQUESTS = 5_000_000
 IO_TIMEOUT = 5.0
 
 
 class Recorder:
-    """Latencies and errors of one run, bounded in count and time."""
+    """Latencies and errors of one run, bounded in count and time, and the count of
+    requests sent (which numbers the bodies)."""
 
     def __init__(self, duration: float) -> None:
         self.deadline = time.perf_counter() + duration
         self.latencies: list[float] = []
         self.errors = 0
+        self.sent = 0
 
     def more(self) -> bool:
         return len(self.latencies) < MAX_REQUESTS and time.perf_counter() < self.deadline
 
 
-def request_bytes(spec: dict, host: str, body: bytes | None) -> bytes:
-    lines = [f"{spec['method']} {spec['path']} HTTP/1.1", f"Host: {host}"]
-    lines += [f"{name}: {value}" for name, value in spec["headers"].items()]
+def load_of(spec: dict) -> Load:
+    fields = {name: spec[name] for name in ("url", "method", "path", "headers")}
+    body = spec["body"].encode() if spec["body"] is not None else None
+    return Load(**fields, body=body, new_every=spec["new_every"], hot_keys=spec["hot_keys"])
+
+
+def request_bytes(load: Load, host: str, body: bytes | None) -> bytes:
+    lines = [f"{load.method} {load.path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in load.headers.items()]
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
@@ -62,12 +72,10 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def connection(spec: dict, recorder: Recorder, worker: int) -> None:
-    parts = urlsplit(spec["url"])
+async def connection(load: Load, nonce: str, recorder: Recorder) -> None:
+    parts = urlsplit(load.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    fixed = spec["body"].encode() if spec["body"] is not None else None
     reader = writer = None
-    sent = 0
     while recorder.more():
         try:
             if writer is None:
@@ -75,13 +83,10 @@ async def connection(spec: dict, recorder: Recorder, worker: int) -> None:
                     asyncio.open_connection(host, port), IO_TIMEOUT
                 )
             assert reader is not None
-            body = fixed
-            if spec["unique"]:
-                sent += 1
-                task = f"{UNIQUE_TASK} {spec['nonce']} {worker} {sent}"
-                body = json.dumps({"task": task, "top_k": 3}, separators=(",", ":")).encode()
+            recorder.sent += 1
+            body = load.nth_body(nonce, recorder.sent)
             began = time.perf_counter()
-            writer.write(request_bytes(spec, f"{host}:{port}", body))
+            writer.write(request_bytes(load, f"{host}:{port}", body))
             status = await asyncio.wait_for(read_response(reader), IO_TIMEOUT)
             recorder.latencies.append(time.perf_counter() - began)
             if status >= 400:
@@ -102,7 +107,10 @@ def percentile_us(ordered: list[float], q: float) -> int:
 async def run(spec: dict) -> dict:
     recorder = Recorder(spec["duration"])
     began = time.perf_counter()
-    await asyncio.gather(*(connection(spec, recorder, n) for n in range(spec["connections"])))
+    load = load_of(spec)
+    await asyncio.gather(
+        *(connection(load, spec["nonce"], recorder) for _ in range(spec["connections"]))
+    )
     elapsed = time.perf_counter() - began
     ordered = sorted(recorder.latencies)
     return {

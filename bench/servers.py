@@ -30,11 +30,19 @@ SELECT_ROUTE = {
 
 
 class BenchUpstream(Child):
-    """``python -m bench.upstream``: the fast upstream every target forwards to."""
+    """``python -m bench.upstream``: the upstream every target forwards to, answering at
+    once, or (``delay_ms``) like an origin that takes that long per selection."""
 
     name = "bench-upstream"
 
-    def __init__(self, *, cpus: Sequence[int] | None = None, start_timeout: float = 30.0):
+    def __init__(
+        self,
+        *,
+        delay_ms: float = 0.0,
+        cpus: Sequence[int] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.delay_ms = delay_ms
         super().__init__(None, cpus, start_timeout)
 
     @property
@@ -42,7 +50,9 @@ class BenchUpstream(Child):
         return f"{self.url}/_stats"
 
     def _command(self) -> list[str]:
-        return self._python("-m", "bench.upstream", "--port", str(self.port))
+        return self._python(
+            "-m", "bench.upstream", "--port", str(self.port), "--delay-ms", f"{self.delay_ms:g}"
+        )  # fmt: skip
 
 
 def write_sidecache_config(
@@ -72,7 +82,8 @@ def nginx_available() -> bool:
 
 class Nginx(Child):
     """nginx with one worker, ``proxy_cache`` on ``POST /agents/select`` (the body in the
-    key) and plain proxying of ``GET /agents``, in the foreground as our child."""
+    key; a request with ``Cache-Control: no-store`` neither looks up nor stores, as in
+    sidecache) and plain proxying of ``GET /agents``, in the foreground as our child."""
 
     name = "nginx"
     stop_signal = signal.SIGQUIT  # graceful: finish requests, then exit
@@ -132,6 +143,11 @@ http {{
     keepalive_timeout 75s;
     proxy_cache_path {self.cache_dir} levels=1:2 keys_zone=bench:32m max_size=2g inactive=10m
                      use_temp_path=off;
+    # A request saying Cache-Control: no-store bypasses the cache, as sidecache's does.
+    map $http_cache_control $request_no_store {{
+        "~*no-store" 1;
+        default 0;
+    }}
     upstream backend {{
         server 127.0.0.1:{self.upstream_port};
         keepalive 128;
@@ -150,6 +166,8 @@ http {{
             # Like sidecache's key: method, path and query, tenant, body.
             proxy_cache_key "$request_method|$request_uri|$http_authorization|$request_body";
             proxy_cache_valid 200 5m;
+            proxy_cache_bypass $request_no_store;
+            proxy_no_cache $request_no_store;
             # Coalescing, as sidecache's single-flight does (nginx polls the lock every 500ms).
             proxy_cache_lock on;
             proxy_cache_lock_timeout 10s;

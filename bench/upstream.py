@@ -3,7 +3,8 @@
 It answers like the reference agent service would, without the work behind it:
 
 ``POST /agents/select[?delay_ms=N]``
-    a fixed ~700-byte JSON ranking, after ``N`` ms when asked (the coalescing trial);
+    a fixed ~700-byte JSON ranking, after ``N`` ms when asked (the coalescing trial), else
+    after ``--delay-ms`` (default 0: at once; 20 plays an origin that takes 20 ms to answer);
 ``GET /agents``
     a fixed ~3 KB JSON catalogue (the pass-through scenarios);
 ``GET /_stats`` / ``DELETE /_stats``
@@ -21,6 +22,8 @@ from collections import Counter
 from aiohttp import web
 
 CALLS = web.AppKey("calls", Counter)
+#: Seconds every ``POST /agents/select`` waits before answering (``--delay-ms``).
+DELAY = web.AppKey("delay", float)
 
 SELECTION = json.dumps(
     {
@@ -56,8 +59,9 @@ async def select(request: web.Request) -> web.Response:
     request.app[CALLS]["POST /agents/select"] += 1
     await request.read()
     delay_ms = request.query.get("delay_ms")
-    if delay_ms:
-        await asyncio.sleep(float(delay_ms) / 1000)
+    delay = float(delay_ms) / 1000 if delay_ms else request.app[DELAY]
+    if delay > 0:
+        await asyncio.sleep(delay)
     return web.Response(body=SELECTION, content_type="application/json")
 
 
@@ -78,9 +82,10 @@ async def reset_stats(request: web.Request) -> web.Response:
     return web.json_response(before)
 
 
-def build_app() -> web.Application:
+def build_app(delay: float = 0.0) -> web.Application:
     app = web.Application()
     app[CALLS] = Counter()
+    app[DELAY] = delay
     app.router.add_post("/agents/select", select)
     app.router.add_get("/agents", catalogue)
     app.router.add_get("/_stats", show_stats)
@@ -92,14 +97,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="how long POST /agents/select takes to answer (default 0; ?delay_ms=N overrides)",
+    )
     args = parser.parse_args(argv)
+    if args.delay_ms < 0:
+        parser.error("--delay-ms: at least 0")
     try:
         import uvloop  # the proxy uses it when installed; so does its upstream
     except ImportError:
         loop = None
     else:
         loop = uvloop.new_event_loop()
-    web.run_app(build_app(), host=args.host, port=args.port, access_log=None, print=None, loop=loop)
+    app = build_app(args.delay_ms / 1000)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":
