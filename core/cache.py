@@ -56,8 +56,6 @@ class TieredCache:
         self.l1 = l1
         self.remotes = remotes
         self.semantic = semantic
-        #: False while this replica may have missed invalidations (see core.invalidation).
-        self.local_enabled = True
         self._metrics = metrics
         self._writes = TaskSet("cache write")
         self._l1_ops = {
@@ -68,7 +66,7 @@ class TieredCache:
     def get_local(self, key: str, count: bool = True) -> CachedResponse | None:
         """L1 only, synchronous: the hot path. ``count=False`` leaves the hit/miss counting
         to the caller (a lookup that may be repeated must not be counted twice)."""
-        if self.l1 is None or not self.local_enabled:
+        if self.l1 is None:
             return None
         entry = self.l1.get_nowait(key)
         if count:
@@ -81,7 +79,7 @@ class TieredCache:
     def count_hit_from(self, tier: str) -> None:
         """Count a lookup made uncounted (``count=False``) that ``tier`` answered: an L1
         hit, or an L1 miss and a hit further down."""
-        if self.l1 is not None and self.local_enabled:
+        if self.l1 is not None:
             self.count_local(tier == "l1")
         if tier != "l1":
             self._metrics.cache_operations.labels(tier, "get", "hit").inc()
@@ -92,7 +90,7 @@ class TieredCache:
         for tier in self.remotes:
             entry = await tier.get(key, count)
             if entry is not None:
-                if self.l1 is not None and self.local_enabled:
+                if self.l1 is not None:
                     self.l1.set_nowait(key, entry)
                 return Hit(entry, tier.name)
         return None
@@ -112,24 +110,37 @@ class TieredCache:
         key: str,
         entry: CachedResponse,
         semantic: tuple[str, str, str] | None = None,
-    ) -> None:
+    ) -> bool:
         """Write L1 now; remote tiers (and the semantic index, given ``(scope, route, text)``)
-        in the background so the response is not delayed."""
-        if self.l1 is not None and self.local_enabled:
-            self.l1.set_nowait(key, entry)
+        in the background so the response is not delayed.
+
+        Returns whether the entry was stored anywhere: L1 took it (``set_nowait`` refuses
+        an entry bigger than its byte bound), or a remote write was queued while that
+        tier's circuit was closed (an open circuit drops the write). Only then may the
+        answer say ``stored``. A queued write can still fail later; that is counted in
+        ``sidecache_cache_operations_total``, not foreseen here."""
+        stored = False
+        if self.l1 is not None:
+            stored = self.l1.set_nowait(key, entry)
         for tier in self.remotes:
-            self._background(tier.name, tier.set(key, entry))
+            if self._background(tier.name, tier.set(key, entry)) and tier.available:
+                stored = True
         if semantic is not None and self.semantic is not None:
             scope, route, text = semantic
-            self._background("semantic", self.semantic.store(scope, route, text, entry))
+            write = self.semantic.store(scope, route, text, entry)
+            if self._background("semantic", write) and self.semantic.available:
+                stored = True
+        return stored
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait for the background writes in flight (on shutdown and in tests)."""
         return await self._writes.wait(timeout)
 
-    def _background(self, tier: str, write: Coroutine[Any, Any, None]) -> None:
+    def _background(self, tier: str, write: Coroutine[Any, Any, None]) -> bool:
+        """Queue a remote write; False when it was dropped instead."""
         if len(self._writes) >= MAX_PENDING_WRITES:
             write.close()
             self._metrics.cache_operations.labels(tier, "set", "dropped").inc()
-            return
+            return False
         self._writes.spawn(write)
+        return True

@@ -2,7 +2,14 @@
 
 Exact entries are deleted from L1 and Redis (by route: the route's generation, part of every
 key, is bumped instead, which is O(1)); semantic rows are deleted too. The purge is then
-broadcast so every other replica drops its L1 copies.
+broadcast so every other replica drops its L1 copies. Everything stays within this service's
+namespace: its Redis prefix, its channel, its semantic rows.
+
+A purge reports what each tier dropped and, in ``errors``, each part that did not happen:
+``l2: …`` / ``semantic: …`` (that store still holds the entries) and ``broadcast: …`` (no
+other replica was told: those whose subscription is down too drop their whole L1 when it
+comes back, the others keep their copies until they expire). This replica's own L1 is
+always purged. An incomplete purge is to be repeated once Redis answers.
 """
 
 from __future__ import annotations
@@ -23,12 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class SemanticPurge(Protocol):
+    """What purging needs of the semantic tier (its rows of this service only)."""
+
     async def purge(
-        self,
-        route: str | None = None,
-        tag: str | None = None,
-        everything: bool = False,
-        query: tuple[str, str] | None = None,
+        self, route: str | None = None, tag: str | None = None, everything: bool = False
     ) -> int: ...
 
 
@@ -88,9 +93,15 @@ class Purger:
         return await self.by_tag(derived.request_tag)
 
     async def by_route(self, route: str) -> PurgeReport:
+        """Move the route's generation on. With Redis, Redis holds it: when it cannot be
+        reached the generation stays (this replica's L1 copies are dropped all the same).
+        Moving it on here alone would store this replica's new entries under a generation
+        the others reach only at the next purge, which would then serve them."""
         report = PurgeReport(l1=self._drop_local(Invalidation("route", route)))
-        generation = self._generations.get(route) + 1
-        if self._l2 is not None:
+        generation = self._generations.get(route)
+        if self._l2 is None:
+            generation += 1
+        else:
             try:
                 generation = await self._l2.bump_generation(route)
             except TierUnavailable as exc:
@@ -124,16 +135,19 @@ class Purger:
         dropped = self._drop_local(message)
         log.debug("applied %s purge of %r: %d L1 entries", message.kind, message.value, dropped)
 
-    async def catch_up(self, subscribed: bool) -> None:
-        """Messages may have been missed: drop L1 and re-read the route generations. L1 is
-        used again only once subscribed (see core.invalidation)."""
-        self._cache.local_enabled = False
-        if self._cache.l1 is not None:
-            self._cache.l1.clear_nowait()
-        if self._l2 is not None:
-            for route, generation in (await self._l2.generations(self._routes)).items():
-                self._generations.advance(route, generation)
-        self._cache.local_enabled = subscribed
+    async def catch_up(self) -> None:
+        """The invalidation channel is (re)subscribed after messages may have been missed:
+        re-read the route generations, then drop every L1 entry (any of them may be one a
+        missed purge named). Raises ``TierUnavailable`` if the generations cannot be read,
+        leaving L1 as it was: the subscription is retried (see ``core.invalidation``).
+
+        Nothing yields between advancing the generations and clearing L1: from the clear
+        on, every lookup uses the current generations."""
+        generations = await self._l2.generations(self._routes) if self._l2 is not None else {}
+        for route, generation in generations.items():
+            self._generations.advance(route, generation)
+        dropped = self._cache.l1.clear_nowait() if self._cache.l1 is not None else 0
+        log.info("invalidation channel subscribed: dropped %d L1 entries to catch up", dropped)
 
     def _drop_local(self, message: Invalidation) -> int:
         l1 = self._cache.l1
@@ -157,9 +171,15 @@ class Purger:
             report.setdefault("errors", []).append(f"{tier}: {exc}")
 
     async def _broadcast(self, report: PurgeReport, message: Invalidation) -> None:
+        """Tell the other replicas; ``replicas_notified`` counts the subscribers reached
+        (this replica included), ``None`` when nothing could be sent."""
         if self.bus is None:
             return
         try:
             report["replicas_notified"] = await self.bus.publish(message)
         except Exception as exc:  # any Redis failure: the purge is incomplete, say so
-            report.setdefault("errors", []).append(f"broadcast: {exc!r}")
+            report["replicas_notified"] = None
+            report.setdefault("errors", []).append(
+                f"broadcast: no other replica was told ({exc!r}); repeat the purge when "
+                "Redis answers"
+            )

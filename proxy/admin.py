@@ -53,6 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
         "ready": upstream_ok,
         "upstream": "ok" if upstream_ok else "unreachable",
         "tiers": tiers,
+        "invalidation": _channel_state(runtime),
     }
     return web.json_response(body, status=200 if upstream_ok else 503)
 
@@ -63,6 +64,14 @@ async def stats(request: web.Request) -> web.Response:
 
 async def purge(request: web.Request) -> web.Response:
     return await purge_endpoint(request, request.app[RUNTIME])
+
+
+def _channel_state(runtime: Runtime) -> str:
+    """The invalidation channel: while it is ``down`` L1 still answers, but purges made
+    through other replicas reach this one only when it is back (see core.invalidation)."""
+    if runtime.bus is None:
+        return "disabled"
+    return "subscribed" if runtime.bus.healthy else "down"
 
 
 def _tier_state(tier) -> str:

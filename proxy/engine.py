@@ -375,11 +375,12 @@ class Engine:
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:
             semantic = (key.semantic_scope, route.name, key.semantic_text)
-        self._cache.store(key.key, entry, semantic)
+        stored = self._cache.store(key.key, entry, semantic)
         if entry.vary:  # HTTP mode: each variant also under its own key
-            self._cache.store(variant_key(key.key, entry.vary), entry)
-        answer.stored = True
-        return entry
+            stored = self._cache.store(variant_key(key.key, entry.vary), entry) or stored
+        # (Cache-Status says "stored" only when some tier took it.)
+        answer.stored = stored
+        return entry if stored else None
 
     def _refresh_in_background(self, outgoing: Outgoing) -> None:
         """Refresh a stale or soon-stale entry once per key, however many requests ask."""

@@ -3,6 +3,19 @@ call into ``core.purge.Purger``.
 
 Bodies: ``{"all": true}``, ``{"route": NAME}``, ``{"tag": TAG}`` or
 ``{"request": {"method", "path", "headers", "body"}}``.
+
+Answers ``{"purged": REPORT}``: what each tier dropped (``l1``, ``l2``, ``semantic``; ``null``
+where uncounted) and ``replicas_notified``, the subscribers the broadcast reached (this
+replica included).
+
+- ``200``: complete. Every configured tier purged and the broadcast sent: every subscribed
+  replica drops its copies on delivery.
+- ``503``: incomplete, repeat it once the store answers. This replica's L1 was purged, but
+  ``errors`` names each part that was not done: ``l2: …`` or ``semantic: …`` (that store
+  still holds the entries) and ``broadcast: …`` (``replicas_notified`` is ``null``: no other
+  replica was told; those cut off from Redis too drop their whole L1 when they resubscribe,
+  the others keep their copies until they expire).
+- ``400`` a bad body (the message names the field), ``401`` / ``403`` no or a wrong token.
 """
 
 from __future__ import annotations

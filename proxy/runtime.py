@@ -36,7 +36,11 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.routes = RouteTable(config.routes)
         self.l1 = MemoryTier(config.cache.l1) if config.cache.l1.enabled else None
-        self.l2 = RedisTier(config.cache.l2, self.metrics) if config.cache.l2.url else None
+        # Redis keys, the invalidation channel and semantic rows all live in this service's
+        # namespace: services sharing one Redis or PostgreSQL never see each other's.
+        self.namespace = config.l2_prefix
+        l2 = config.cache.l2
+        self.l2 = RedisTier(l2, self.metrics, self.namespace) if l2.url else None
         remotes: list[Tier] = [self.l2] if self.l2 is not None else []
         self.semantic = self._semantic_tier(config)
         self.cache = TieredCache(self.l1, remotes, self.metrics, self.semantic)
@@ -52,9 +56,7 @@ class Runtime:
         )
         self.bus: InvalidationBus | None = None
         if self.l2 is not None and self.l1 is not None:
-            # L1 stays off until the invalidation channel is subscribed.
-            self.cache.local_enabled = False
-            self.bus = InvalidationBus(config.cache.l2, self.purger.apply, self.purger.catch_up)
+            self.bus = InvalidationBus(l2, self.namespace, self.purger.apply, self.purger.catch_up)
             self.purger.bus = self.bus
         self.monitor = (
             SystemMonitor(config.monitor, self.metrics, self.tiers_available)
@@ -68,7 +70,8 @@ class Runtime:
         store = config.cache.semantic
         if not store.dsn or not any(route.semantic for route in config.routes):
             return None
-        return SemanticTier(store, build_embedder(store.embedder), self.metrics)
+        embedder = build_embedder(store.embedder)
+        return SemanticTier(store, embedder, self.metrics, namespace=self.namespace)
 
     async def start(self) -> None:
         await self.upstream.start()

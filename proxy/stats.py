@@ -76,7 +76,6 @@ def _tiers(
             "misses": operations.get((name, "get", "miss"), 0),
         }
     if runtime.l1 is not None:
-        tiers["l1"]["available"] = runtime.cache.local_enabled
         tiers["l1"].update(entries=len(runtime.l1), bytes=runtime.l1.bytes)
     return tiers
 

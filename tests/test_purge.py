@@ -1,5 +1,7 @@
 """POST /purge on the admin port: by request, route, tag and all; auth; validation."""
 
+import uuid
+
 import pytest
 
 from tests.upstream import echo_of
@@ -96,6 +98,24 @@ async def test_purge_all_empties_every_tier(make_proxy, upstream, admin_token, r
     report = (await response.json())["purged"]
     assert (report["l1"], report["l2"]) == (2, 2)
     assert await _status(proxy, {"task": 1}) == "sidecache; fwd=miss; stored"
+
+
+async def test_purge_all_leaves_keys_that_only_a_glob_reading_of_the_prefix_would_match(
+    make_proxy, upstream, admin_token, redis_url
+):
+    """SCAN MATCH is a glob: a prefix holding ``[ab]`` must be matched literally."""
+    unique = uuid.uuid4().hex[:8]
+    globby = await make_proxy(cache={"l2": {"url": redis_url, "key_prefix": f"{unique}[ab]:"}})
+    l2_only = {"l1": {"enabled": False}, "l2": {"url": redis_url, "key_prefix": f"{unique}a:"}}
+    plain = await make_proxy(cache=l2_only)
+    for proxy in (globby, plain):
+        await proxy.client.post(SELECT, json={"task": 1})
+        await proxy.runtime.cache.flush()
+
+    response = await globby.admin.post("/purge", json={"all": True}, headers=admin_token)
+
+    assert (await response.json())["purged"]["l2"] == 1
+    assert await _status(plain, {"task": 1}) == "sidecache; hit; detail=l2"
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ async def make_tier(pg_dsn, wordllama) -> AsyncIterator[TierFactory]:
     table = f"t_{uuid.uuid4().hex[:12]}"
     dsns = {pg_dsn}
 
-    async def make(embedder=wordllama, clock=time.time, **overrides) -> SemanticTier:
+    async def make(embedder=wordllama, clock=time.time, namespace="", **overrides) -> SemanticTier:
         settings = {
             "dsn": pg_dsn,
             "table": table,
@@ -61,7 +61,8 @@ async def make_tier(pg_dsn, wordllama) -> AsyncIterator[TierFactory]:
             **overrides,
         }
         dsns.add(settings["dsn"])
-        tier = SemanticTier(SemanticStoreConfig(**settings), embedder, Metrics(), clock=clock)
+        config = SemanticStoreConfig(**settings)
+        tier = SemanticTier(config, embedder, Metrics(), clock=clock, namespace=namespace)
         tiers.append(tier)
         await tier.start()
         return tier
@@ -179,6 +180,51 @@ async def test_vectors_of_another_embedder_are_never_compared(make_tier, wordlla
 
     assert await second.lookup("scope", STORED, THRESHOLD, guard=True) is None
     assert await first.lookup("scope", STORED, THRESHOLD, guard=True) is not None
+
+
+async def test_two_services_sharing_the_table_never_get_each_others_answers(make_tier):
+    service_a = await make_tier(namespace="sidecache:a:")
+    service_b = await make_tier(namespace="sidecache:b:")
+    await service_a.store("scope", "search", STORED, answer(b"from a"))
+
+    assert await service_b.lookup("scope", STORED, THRESHOLD, guard=True) is None
+    await service_b.store("scope", "search", STORED, answer(b"from b"))
+    hit_a = await service_a.lookup("scope", PARAPHRASE, THRESHOLD, guard=True)
+    hit_b = await service_b.lookup("scope", PARAPHRASE, THRESHOLD, guard=True)
+    assert (hit_a.entry.body, hit_b.entry.body) == (b"from a", b"from b")
+
+
+@pytest.mark.parametrize(
+    "purge",
+    [{"route": "search"}, {"tag": "refunds"}, {"everything": True}],
+    ids=["route", "tag", "everything"],
+)
+async def test_a_purge_deletes_only_its_own_services_rows(make_tier, purge):
+    service_a = await make_tier(namespace="sidecache:a:")
+    service_b = await make_tier(namespace="sidecache:b:")
+    for tier in (service_a, service_b):
+        await tier.store("scope", "search", STORED, answer(tags=("refunds",)))
+
+    assert await service_a.purge(**purge) == 1
+
+    assert await service_a.lookup("scope", STORED, THRESHOLD, guard=True) is None
+    assert await service_b.lookup("scope", STORED, THRESHOLD, guard=True) is not None
+
+
+async def test_a_table_from_before_namespaces_gets_the_column_and_keeps_working(make_tier, pg_dsn):
+    tier = await make_tier(namespace="sidecache:a:")
+    await tier.store("scope", "search", "a row written before namespaces", answer())
+    await tier.close()
+    conn = await asyncpg.connect(pg_dsn)  # back to the old layout, with one row in it
+    await conn.execute(f"ALTER TABLE {tier._config.table} DROP COLUMN namespace")
+    await conn.close()
+
+    upgraded = await make_tier(namespace="sidecache:a:")
+    await upgraded.store("scope", "search", STORED, answer(b"new"))
+    hit = await upgraded.lookup("scope", PARAPHRASE, THRESHOLD, guard=True)
+
+    assert hit is not None and hit.entry.body == b"new"
+    assert await upgraded.purge(everything=True) == 1  # its own row: the old one expires
 
 
 async def test_a_small_scope_in_a_big_table_still_finds_its_row(make_tier, pg_dsn, wordllama):

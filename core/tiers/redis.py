@@ -1,10 +1,15 @@
 """L2: Redis, shared by every replica. Failures never reach the caller: a circuit breaker
-turns them into misses and dropped writes, and probes Redis until it answers again."""
+turns them into misses and dropped writes, and probes Redis until it answers again.
+
+One Redis may serve several services: every key this tier reads or writes (entries, tag
+indexes, route generations) lives under the service's prefix (``Config.l2_prefix``), so one
+service never reads another's entries and a purge never reaches past its own prefix."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 DECODE_MEMO_SIZE = 1024
 DECODE_MEMO_MAX_BLOB = 8 * 1024
 _GENERATION = "{gen}:"
-_GENERATION_BYTES = _GENERATION.encode()
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 # Add an entry key to a tag's index and make the index live as long as its longest entry.
 _INDEX_TAG = """
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -40,10 +45,10 @@ class RedisTier:
 
     name = "l2"
 
-    def __init__(self, config: L2Config, metrics: Metrics) -> None:
+    def __init__(self, config: L2Config, metrics: Metrics, prefix: str) -> None:
         self._config = config
         self._metrics = metrics
-        self._prefix = config.key_prefix
+        self._prefix = prefix
         self.client = connect(config)
         self._reads = ReadBatcher(self._get_many)
         self._counters: dict[tuple[str, str], Any] = {}
@@ -137,16 +142,17 @@ class RedisTier:
         return bool(removed)
 
     async def clear(self) -> int:
-        """Delete every entry and tag index under the prefix (SCAN, not KEYS, so Redis never
-        blocks) and return how many entries went; route generations stay, so no replica's
-        view of them goes backwards."""
+        """Delete every entry and tag index under this service's prefix (SCAN, not KEYS, so
+        Redis never blocks) and return how many entries went; route generations stay, so no
+        replica's view of them goes backwards."""
         tag_prefix = self._tag_key("").encode()
+        generation_prefix = self._generation_key("").encode()
 
         async def scan_and_delete() -> int:
-            matches = self.client.scan_iter(match=self._prefix + "*", count=500)
+            matches = self.client.scan_iter(match=_glob_escape(self._prefix) + "*", count=500)
             removed = 0
             async for batch in _batches(matches):
-                entries = [k for k in batch if _GENERATION_BYTES not in k]
+                entries = [k for k in batch if not k.startswith(generation_prefix)]
                 await self._unlink([k for k in entries if k.startswith(tag_prefix)])
                 removed += await self._unlink([k for k in entries if not k.startswith(tag_prefix)])
             return removed
@@ -170,11 +176,21 @@ class RedisTier:
 
     async def generations(self, routes: list[str]) -> dict[str, int]:
         """Current generation of each route. One MGET: the ``{gen}`` hash tag keeps every
-        generation key in one cluster slot."""
+        generation key in one cluster slot.
+
+        Read when the invalidation channel has just (re)subscribed, i.e. Redis has just
+        answered: so an open circuit does not skip it (waiting for the breaker's next probe
+        would keep missed purges in force for up to ``breaker.open_for``), and its success
+        closes the circuit. Raises ``TierUnavailable`` when Redis does not answer."""
         if not routes:
             return {}
         keys = [self._generation_key(route) for route in routes]
-        values = await self.breaker.call(lambda: self.client.mget(keys))
+        try:
+            values = await self.client.mget(keys)
+        except Exception as exc:  # whatever the client raised: Redis did not answer
+            self.breaker.record_failure()
+            raise TierUnavailable(f"l2: {exc!r}") from exc
+        self.breaker.record_success()
         return {route: int(value or 0) for route, value in zip(routes, values, strict=True)}
 
     async def _unlink(self, keys: list[bytes | str]) -> int:
@@ -213,6 +229,12 @@ def connect(config: L2Config) -> redis.Redis | redis.RedisCluster:
     if cluster:
         return redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"), **options)
     return redis.Redis.from_url(url, health_check_interval=0, **options)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern: a prefix holding ``*`` or ``[`` must
+    not match other services' keys."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 async def _batches(keys, size: int = 500):

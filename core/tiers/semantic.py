@@ -8,6 +8,10 @@ scans, so a small scope inside a big table still finds its rows; a b-tree on the
 the planner search tiny scopes exactly. Candidates above the route's threshold must then
 pass the precision guard (``core/guard.py``).
 
+One database may serve several services: each tier has a namespace (the service's, as
+for its Redis keys), which is part of every scope and stored on every row, and every purge
+(by route, by tag, of everything) deletes only rows of its own namespace.
+
 Every database call goes through a circuit breaker: when PostgreSQL is down or slow, a
 lookup is a miss and a store is dropped. Nothing here ever raises into a request.
 """
@@ -72,9 +76,9 @@ class _Statements:
 
     def __init__(self, table: str, dim: int, config: SemanticStoreConfig) -> None:
         vector = f"embedding::vector({dim})"
-        self.schema = [
-            f"""CREATE TABLE IF NOT EXISTS {table} (
+        self.table = f"""CREATE TABLE IF NOT EXISTS {table} (
                 id bigserial PRIMARY KEY,
+                namespace text NOT NULL DEFAULT '',
                 scope bytea NOT NULL,
                 query_hash bytea NOT NULL,
                 dim integer NOT NULL,
@@ -85,12 +89,21 @@ class _Statements:
                 entry bytea NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 expires_at timestamptz NOT NULL
-            )""",
+            )"""
+        # Tables made before namespaces: their rows get namespace '' and keep scopes that no
+        # namespaced lookup matches, so they are never served and simply expire. (Altered
+        # only when the column is missing: ALTER TABLE locks out every lookup meanwhile.)
+        self.has_namespace = (
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
+            "AND attname = 'namespace' AND NOT attisdropped)"
+        )
+        self.add_namespace = f"ALTER TABLE {table} ADD COLUMN namespace text NOT NULL DEFAULT ''"
+        self.indexes = [
             # The unique key doubles as the scope index that lets tiny scopes be searched
             # exactly, and makes storing the same query again an update, not a duplicate.
             f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_scope_query ON {table} (scope, query_hash)",
             f"CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {table}_route ON {table} (route)",
+            f"CREATE INDEX IF NOT EXISTS {table}_namespace_route ON {table} (namespace, route)",
             f"CREATE INDEX IF NOT EXISTS {table}_tags ON {table} USING gin (tags)",
         ]
         # One partial HNSW index per dimension: vectors of different sizes share the table
@@ -109,8 +122,8 @@ class _Statements:
         )
         self.store = (
             f"INSERT INTO {table} "
-            f"(scope, query_hash, dim, route, tags, query, embedding, entry, expires_at) "
-            f"VALUES ($1, $2, {dim}, $3, $4, $5, $6, $7, to_timestamp($8)) "
+            f"(namespace, scope, query_hash, dim, route, tags, query, embedding, entry, "
+            f"expires_at) VALUES ($1, $2, $3, {dim}, $4, $5, $6, $7, $8, to_timestamp($9)) "
             f"ON CONFLICT (scope, query_hash) DO UPDATE SET route = excluded.route, "
             f"tags = excluded.tags, embedding = excluded.embedding, entry = excluded.entry, "
             f"created_at = now(), expires_at = excluded.expires_at"
@@ -120,10 +133,9 @@ class _Statements:
             f"WHERE expires_at <= to_timestamp($1) ORDER BY expires_at LIMIT $2 "
             f"FOR UPDATE SKIP LOCKED)"
         )
-        self.purge_route = f"DELETE FROM {table} WHERE route = $1"
-        self.purge_tag = f"DELETE FROM {table} WHERE tags @> ARRAY[$1::text]"
-        self.purge_all = f"DELETE FROM {table}"
-        self.purge_query = f"DELETE FROM {table} WHERE scope = $1 AND query_hash = $2"
+        self.purge_route = f"DELETE FROM {table} WHERE namespace = $1 AND route = $2"
+        self.purge_tag = f"DELETE FROM {table} WHERE namespace = $1 AND tags @> ARRAY[$2::text]"
+        self.purge_all = f"DELETE FROM {table} WHERE namespace = $1"
 
 
 class SemanticTier:
@@ -131,7 +143,8 @@ class SemanticTier:
 
     ``start()`` creates what is missing (extension, table, indexes) and refuses to run on
     pgvector older than 0.8.4. If PostgreSQL is unreachable at start, the tier stays
-    unavailable and keeps trying in the background.
+    unavailable and keeps trying in the background. ``namespace`` names the service whose
+    rows these are (``Config.l2_prefix`` in ``sidecache run``).
     """
 
     def __init__(
@@ -140,6 +153,7 @@ class SemanticTier:
         embedder: Embedder,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        namespace: str = "",
     ) -> None:
         if not _IDENTIFIER.match(config.table):
             raise ConfigError(
@@ -150,6 +164,7 @@ class SemanticTier:
         self._embedder = embedder
         self._metrics = metrics
         self._clock = clock
+        self._namespace = namespace
         self._breaker = CircuitBreaker("semantic", config.breaker, on_change=metrics.tier_changed)
         self._pool: asyncpg.Pool | None = None
         self._sql: _Statements | None = None
@@ -258,7 +273,10 @@ class SemanticTier:
                 "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
             )
             check_pgvector_version(row["extversion"])
-            for statement in sql.schema:
+            await conn.execute(sql.table)
+            if not await conn.fetchval(sql.has_namespace, self._config.table):
+                await conn.execute(sql.add_namespace)
+            for statement in sql.indexes:
                 await conn.execute(statement)
             await conn.execute(sql.index)
         return str(row["nspname"])
@@ -353,6 +371,7 @@ class SemanticTier:
             return
         sql = self._sql
         args = (
+            self._namespace,
             self.scope_key(scope),
             _query_hash(text),
             route,
@@ -371,14 +390,10 @@ class SemanticTier:
         self._metrics.cache_operations.labels("semantic", "set", "ok").inc()
 
     async def purge(
-        self,
-        route: str | None = None,
-        tag: str | None = None,
-        everything: bool = False,
-        query: tuple[str, str] | None = None,
+        self, route: str | None = None, tag: str | None = None, everything: bool = False
     ) -> int:
-        """Delete the rows of a route, of a tag, of one ``(scope, text)`` query, or all of
-        them; return how many.
+        """Delete this namespace's rows of a route, of a tag, or all of them; return how
+        many. (A purge by request is a purge by its ``request:`` tag.)
 
         Raises ``TierUnavailable`` when the store cannot be reached: a purge that silently
         did nothing would leave wrong answers in place.
@@ -386,14 +401,11 @@ class SemanticTier:
         if self._pool is None or self._sql is None:
             raise TierUnavailable("semantic: not connected")
         if everything:
-            statement, args = self._sql.purge_all, ()
-        elif query is not None:
-            scope, text = query
-            statement, args = self._sql.purge_query, (self.scope_key(scope), _query_hash(text))
+            statement, args = self._sql.purge_all, (self._namespace,)
         elif route is not None:
-            statement, args = self._sql.purge_route, (route,)
+            statement, args = self._sql.purge_route, (self._namespace, route)
         elif tag is not None:
-            statement, args = self._sql.purge_tag, (tag,)
+            statement, args = self._sql.purge_tag, (self._namespace, tag)
         else:
             raise ValueError("purge needs a route, a tag or everything=True")
         try:
@@ -466,10 +478,11 @@ class SemanticTier:
         return await self._breaker.call(run)
 
     def scope_key(self, scope: str) -> bytes:
-        """The stored form of a caller's scope: the embedder's id and dimension are part of
-        it, so vectors of two models never meet."""
-        material = f"{self._embedder.id}\0{self._embedder.dim}\0{scope}".encode()
-        return hashlib.blake2b(material, digest_size=16).digest()
+        """The stored form of a caller's scope: the namespace, the embedder's id and its
+        dimension are part of it, so two services' rows, or vectors of two models, never
+        meet."""
+        parts = (self._namespace, self._embedder.id, str(self._embedder.dim), scope)
+        return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest()
 
     def _miss(self, reason: str) -> None:
         self._metrics.semantic_decisions.labels("miss", reason).inc()
