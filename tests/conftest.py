@@ -165,6 +165,8 @@ async def run_sidecache(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Sidec
         )
         started.append(child)
         await wait_until(lambda: _answers(f"{child.admin_url}/healthz"), timeout=20)
+        # (If another test's server took one of its ports meanwhile, the answer was not ours.)
+        assert child.process.returncode is None, "sidecache exited: was a port taken?"
         return child
 
     yield run
