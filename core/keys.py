@@ -196,7 +196,9 @@ def _parse_json(body: bytes) -> Any:
     if not body:
         return _MISSING
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(
+            body, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_names
+        )
     except (ValueError, RecursionError):
         return _MISSING
 
@@ -204,6 +206,15 @@ def _parse_json(body: bytes) -> Any:
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity parse but cannot be written back canonically: key such bodies raw.
     raise ValueError(f"{name} has no canonical JSON form")
+
+
+def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"task": "a", "task": "b"}: Python keeps the last, other parsers the first, so the
+    # service may answer a question the canonical form does not ask. Key such bodies raw.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("an object names a member twice")
+    return document
 
 
 def _pop_path(document: Any, dotted: str) -> Any:

@@ -148,3 +148,14 @@ async def test_a_json_body_with_a_lone_surrogate_is_forwarded_and_keyed_by_its_b
     assert echo_of(await first.read())["body_size"] == len(body)
     assert second.headers["Cache-Status"] == "sidecache; hit; detail=l1"
     assert other.headers["Cache-Status"] == "sidecache; fwd=miss; stored"
+
+
+async def test_a_body_naming_a_member_twice_is_keyed_by_its_bytes(make_proxy, upstream):
+    """Parsers disagree on {"task": "a", "task": "b"} (first or last wins): it must not share
+    the key of either reading."""
+    proxy = await make_proxy()
+    await proxy.client.post(SELECT, data=b'{"task": "evil", "task": "refund my order"}')
+
+    status, _ = await ask(proxy)
+
+    assert status == "sidecache; fwd=miss; stored"
