@@ -91,12 +91,12 @@ def effective_target(
     """
     authority = headers.get("Host", "")
     if not raw_target.startswith("/") and "://" in raw_target:  # absolute-form
-        parts = urlsplit(raw_target)
+        parts = urlsplit(raw_target)  # (splits without decoding: the target stays raw)
         authority = parts.netloc
-        raw_target = raw_target[raw_target.index(parts.netloc) + len(parts.netloc) :] or "/"
+        raw_target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if trusted:
-        scheme = _last(headers.get("X-Forwarded-Proto")) or scheme
-        authority = _last(headers.get("X-Forwarded-Host")) or authority
+        scheme = _last(combined(headers, "X-Forwarded-Proto")) or scheme
+        authority = _last(combined(headers, "X-Forwarded-Host")) or authority
     path, _, query = raw_target.partition("?")
     return Target(scheme.lower(), authority.lower(), path, query.partition("#")[0])
 

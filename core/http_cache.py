@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.headers import combined
-from core.policy import Decision, cache_control
+from core.policy import Decision, cache_control, delta_seconds, pragma_no_cache
 
 #: Unsafe methods invalidate what is stored for their target URI (§4.4).
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -44,11 +44,7 @@ def request_decision(headers: Mapping[str, str]) -> Decision:
     directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives:
         return Decision.BYPASS
-    if (
-        "no-cache" in directives
-        or directives.get("max-age") == "0"
-        or headers.get("Pragma", "").lower() == "no-cache"
-    ):
+    if "no-cache" in directives or directives.get("max-age") == "0" or pragma_no_cache(headers):
         return Decision.REFRESH
     return Decision.LOOKUP
 
@@ -82,9 +78,7 @@ def freshness(
     directives = cache_control(combined(headers, "Cache-Control"))
     date = _http_date(headers.get("Date")) or response_time
     stale_allowed = not ({"must-revalidate", "proxy-revalidate"} & directives.keys())
-    explicit = _delta(directives.get("s-maxage"))
-    if explicit is None:
-        explicit = _delta(directives.get("max-age"))
+    explicit = _explicit_lifetime(directives)
     if "no-cache" in directives:
         lifetime = 0.0
     elif explicit is not None:
@@ -107,9 +101,19 @@ def vary_names(headers: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(name for name in names if name))
 
 
+#: The value a variant records for a header the request did not send: an absent header
+#: is not an empty one (no ``Accept-Encoding`` accepts any coding, an empty one none).
+ABSENT = "\x00"
+
+
 def vary_values(names: tuple[str, ...], request_headers: Mapping[str, str]) -> tuple:
     """The request's values for ``names``: what a stored variant must match (§4.1)."""
-    return tuple((name, " ".join(combined(request_headers, name).split())) for name in names)
+    return tuple(
+        (name, " ".join(combined(request_headers, name).split()))
+        if name in request_headers
+        else (name, ABSENT)
+        for name in names
+    )
 
 
 def selects(vary: tuple[tuple[str, str], ...], request_headers: Mapping[str, str]) -> bool:
@@ -173,13 +177,19 @@ def uri_tag(path_qs: str) -> str:
     return f"uri:{path_qs}"
 
 
+def _explicit_lifetime(directives: dict[str, str | None]) -> float | None:
+    """``s-maxage``, else ``max-age`` (RFC 9111 §4.2.1); one that is present but invalid
+    (``-5``, ``1.5``, empty) makes the response stale, as §4.2.1 encourages."""
+    for name in ("s-maxage", "max-age"):
+        if name in directives:
+            value = _delta(directives[name])
+            return 0.0 if value is None else value
+    return None
+
+
 def _delta(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(int(value.strip())))
-    except ValueError:
-        return None
+    """delta-seconds (RFC 9111 §1.2.2): digits only; a value too large is taken as 2^31."""
+    return delta_seconds(value)
 
 
 def _http_date(value: str | None) -> float | None:

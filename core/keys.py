@@ -183,7 +183,8 @@ def _all(headers: Mapping[str, str], name: str) -> list[str]:
 
 
 def _header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
-    return ["\x00".join(_all(headers, name)) for name in names]
+    """Every value of each header; an absent header differs from an empty one."""
+    return ["\x00".join(values) if (values := _all(headers, name)) else "\x01" for name in names]
 
 
 def _cookies(line: str) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from core.policy import (
     Decision,
     cache_control,
     decide,
+    delta_seconds,
     storable_headers,
     surrogate_keys,
     uncacheable_reason,
@@ -83,6 +84,10 @@ class HttpMode(JsonMode):
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     ) -> Decision:
+        # A body is no part of an HTTP-mode key (a GET's content has no defined meaning,
+        # RFC 9110 §9.3.1), yet it would be forwarded: such a request is not cached.
+        if body_size != 0:
+            return Decision.BYPASS
         return http_cache.request_decision(headers)
 
     def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
@@ -130,8 +135,5 @@ MODES: dict[str, JsonMode] = {"json": JsonMode(), "http": HttpMode()}
 
 
 def _seconds(directives: dict[str, str | None], name: str) -> float:
-    value = directives.get(name)
-    try:
-        return max(0.0, float(value)) if value is not None else 0.0
-    except ValueError:
-        return 0.0
+    """A directive's delta-seconds (``inf``, ``1e400`` or ``-1`` are not: 0)."""
+    return delta_seconds(directives.get(name)) or 0.0

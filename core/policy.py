@@ -31,6 +31,27 @@ def cache_control(value: str | None) -> dict[str, str | None]:
     return directives
 
 
+#: delta-seconds at or above this are taken as this (RFC 9111 §1.2.2).
+DELTA_CAP = 2**31
+
+
+def delta_seconds(value: str | None) -> float | None:
+    """A delta-seconds value (RFC 9111 §1.2.2): non-negative decimal digits, capped at
+    ``DELTA_CAP``; ``None`` when absent or not digits."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return float(min(int(value), DELTA_CAP)) if len(value) < 12 else float(DELTA_CAP)
+
+
+def pragma_no_cache(headers: Mapping[str, str]) -> bool:
+    """``Pragma: no-cache`` on any line or in any list position (RFC 9111 §5.4)."""
+    pragma = combined(headers, "Pragma")
+    return "no-cache" in {part.strip().lower() for part in pragma.split(",")}
+
+
 def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None) -> Decision:
     """Request-side rules: ``no-store`` and oversized bodies bypass, ``no-cache`` refreshes."""
     if body_size is None or body_size > route.max_body_size:
@@ -38,7 +59,7 @@ def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives:
         return Decision.BYPASS
-    if "no-cache" in directives or headers.get("Pragma", "").lower() == "no-cache":
+    if "no-cache" in directives or pragma_no_cache(headers):
         return Decision.REFRESH
     return Decision.LOOKUP
 
@@ -52,9 +73,11 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
     directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives or "private" in directives:
         return "cache-control"
-    if "text/event-stream" in headers.get("Content-Type", ""):
+    if is_event_stream(headers):
         return "stream"
-    covered = {h.lower() for h in (*route.vary, *route.tenant.headers)}
+    # (A shared route keys no tenant header: a Vary on one is not covered.)
+    tenant = () if route.tenant.shared else route.tenant.headers
+    covered = {h.lower() for h in (*route.vary, *tenant)}
     if route.mode == "http":  # responses are stored per variant of their own Vary
         covered |= {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     # An encoded body may only go to clients that accept it: cached only when keyed by it.
@@ -67,6 +90,11 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
         if name and name not in covered:
             return "vary"
     return None
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    """An answer that never ends by design (media types are case-insensitive)."""
+    return "text/event-stream" in headers.get("Content-Type", "").lower()
 
 
 def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -39,13 +39,6 @@ def xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-PRAGMA_LIST = xfail(
-    "RFC 9111 §5.4 / RFC 9110 §5.3: Pragma is a list header (1#pragma-directive) and caches "
-    "MUST treat its no-cache member as Cache-Control: no-cache; the rule reads only the first "
-    "line, compared whole, so a no-cache member in a list or on a second line is missed"
-)
-
-
 # --- Cache-Control parsing (RFC 9111 §5.2) ---------------------------------------------------
 
 
@@ -110,14 +103,12 @@ def test_cache_control_parsing(value, expected):
             10,
             REFRESH,
             id="pragma-no-cache-in-list",
-            marks=PRAGMA_LIST,
         ),
         pytest.param(
             h("Pragma: x-debug", "Pragma: no-cache"),
             10,
             REFRESH,
             id="pragma-no-cache-on-second-line",
-            marks=PRAGMA_LIST,
         ),
         # json mode: freshness is the route's ttl; a client's max-age is not a rule here
         pytest.param(h("Cache-Control: max-age=0"), 10, LOOKUP, id="max-age-0-not-a-json-rule"),
@@ -157,14 +148,11 @@ def test_json_request_decision(headers, body_size, expected):
         ),
         pytest.param(h("CACHE-CONTROL: NO-CACHE"), REFRESH, id="header-and-directive-case"),
         pytest.param(h("Pragma: no-cache"), REFRESH, id="pragma-no-cache"),  # §5.4
-        pytest.param(
-            h("Pragma: no-cache, x-debug"), REFRESH, id="pragma-no-cache-in-list", marks=PRAGMA_LIST
-        ),
+        pytest.param(h("Pragma: no-cache, x-debug"), REFRESH, id="pragma-no-cache-in-list"),
         pytest.param(
             h("Pragma: x-debug", "Pragma: no-cache"),
             REFRESH,
             id="pragma-no-cache-on-second-line",
-            marks=PRAGMA_LIST,
         ),
     ],
 )
@@ -177,13 +165,6 @@ def test_http_request_decision(headers, expected):
 
 # --- the mode's request-side answers (core.modes) --------------------------------------------
 
-GET_CONTENT = xfail(
-    "http mode keys no body (keyed_request) yet the engine forwards it: a GET with content "
-    "that the upstream honours would be stored for every client, against core.headers' rule "
-    "'no value a client controls is both forwarded and left out of the key' (RFC 9110 §9.3.1: "
-    "content in a GET has no defined semantics); it is also read whole, ignoring max_body_size"
-)
-
 
 @pytest.mark.parametrize(
     ("mode", "route", "headers", "body_size", "expected"),
@@ -195,10 +176,8 @@ GET_CONTENT = xfail(
         pytest.param("http", HTTP, h(), 0, LOOKUP, id="http-get-without-content"),
         pytest.param("http", HTTP, h("Cache-Control: max-age=0"), 0, REFRESH, id="http-max-age-0"),
         pytest.param("http", HTTP, h("Cache-Control: no-store"), 0, BYPASS, id="http-no-store"),
-        pytest.param("http", HTTP, h(), 10, BYPASS, id="http-get-with-content", marks=GET_CONTENT),
-        pytest.param(
-            "http", HTTP, h(), None, BYPASS, id="http-get-chunked-content", marks=GET_CONTENT
-        ),
+        pytest.param("http", HTTP, h(), 10, BYPASS, id="http-get-with-content"),
+        pytest.param("http", HTTP, h(), None, BYPASS, id="http-get-chunked-content"),
     ],
 )
 def test_mode_decide(mode, route, headers, body_size, expected):
@@ -279,11 +258,6 @@ def test_mode_keyed_request(mode, method, body, expected):
             False,
             Target("http", "t", "/x", ""),
             id="absolute-form-host-found-inside-scheme",
-            marks=xfail(
-                "the path is cut at raw_target.index(netloc), the first occurrence of the host "
-                "anywhere in the target: a host that also occurs in the scheme ('t', 'h', 'p', "
-                "'s', 'http', ...) gives path 'tp://t/x' instead of '/x'"
-            ),
         ),
         pytest.param(
             "/x",
@@ -333,12 +307,6 @@ def test_mode_keyed_request(mode, method, body, expected):
             True,
             Target("http", "lb.example", "/x", ""),
             id="trusted-nearest-hop-of-repeated-lines",
-            marks=xfail(
-                "RFC 9110 §5.3: a second X-Forwarded-Host line is the same list as a comma-"
-                "joined one, but only the first line is read (headers.get), so the value the "
-                "trusted proxy added on its own line loses to the one the client sent; "
-                "upstream_headers already joins every X-Forwarded-For line"
-            ),
         ),
     ],
 )
