@@ -1,6 +1,7 @@
 """The two ways a route caches: ``json`` (config-driven, keyed by the JSON body) and
-``http`` (a shared HTTP cache by RFC 9111). The handler asks its route's mode what to do at
-each step of the flow and otherwise runs the same code for both."""
+``http`` (a shared HTTP cache by RFC 9111). The engine asks its route's mode what to do at
+each step of the flow and otherwise runs the same code for both: every json/http difference
+is a method or an attribute here."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ class JsonMode:
     """Fresh for the route's ``ttl``; stale windows from config or the upstream."""
 
     name = "json"
+    #: Fresh L1 hits may be answered by the fast front end without the engine.
+    fast_hits = True
+    #: A client's own If-None-Match / If-Modified-Since is answered 304 from what is stored.
+    answers_conditionals = False
+    #: A stale entry with validators is revalidated with a conditional request.
+    revalidates = False
+    #: A HEAD request is answered from the stored GET.
+    head_from_get = False
+    #: A successful unsafe request invalidates what is stored for its URI (RFC 9111 §4.4).
+    invalidated_by_unsafe = False
 
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
@@ -80,6 +91,11 @@ class HttpMode(JsonMode):
     """RFC 9111 shared cache (see ``core.http_cache``)."""
 
     name = "http"
+    fast_hits = False
+    answers_conditionals = True
+    revalidates = True
+    head_from_get = True
+    invalidated_by_unsafe = True
 
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
@@ -100,9 +116,9 @@ class HttpMode(JsonMode):
         status: int,
         headers: Mapping[str, str],
     ) -> str | None:
-        return uncacheable_reason(route, status, headers) or http_cache.unstorable_reason(
-            request_headers, headers
-        )
+        return uncacheable_reason(
+            route, status, headers, by_variant=True
+        ) or http_cache.unstorable_reason(request_headers, headers)
 
     def entry(
         self,

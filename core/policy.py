@@ -64,7 +64,9 @@ def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     return Decision.LOOKUP
 
 
-def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, str]) -> str | None:
+def uncacheable_reason(
+    route: RouteConfig, status: int, headers: Mapping[str, str], by_variant: bool = False
+) -> str | None:
     """Why a response must not be stored (from its status and headers), or None if it may."""
     if status not in route.statuses:
         return "status"
@@ -78,7 +80,7 @@ def uncacheable_reason(route: RouteConfig, status: int, headers: Mapping[str, st
     # (A shared route keys no tenant header: a Vary on one is not covered.)
     tenant = () if route.tenant.shared else route.tenant.headers
     covered = {h.lower() for h in (*route.vary, *tenant)}
-    if route.mode == "http":  # responses are stored per variant of their own Vary
+    if by_variant:  # answers are stored per variant of their own Vary (HTTP mode)
         covered |= {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     # An encoded body may only go to clients that accept it: cached only when keyed by it.
     encodings = {e.strip().lower() for e in combined(headers, "Content-Encoding").split(",")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from core.config import RouteConfig
+from core.modes import MODES
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -43,13 +44,13 @@ class RouteTable:
         route = self._match(method, path)
         if route is None and method == "HEAD":
             route = self._match("GET", path)
-            return route if route is not None and route.mode == "http" else None
+            return route if route is not None and MODES[route.mode].head_from_get else None
         return route
 
     def http_route(self, path: str) -> RouteConfig | None:
         """The HTTP-mode route whose stored responses a request to ``path`` may invalidate."""
         route = self._match("GET", path)
-        return route if route is not None and route.mode == "http" else None
+        return route if route is not None and MODES[route.mode].invalidated_by_unsafe else None
 
     def _match(self, method: str, path: str) -> RouteConfig | None:
         exact = self._exact.get((method, path))

@@ -164,7 +164,7 @@ class Engine:
         tiers: a ``json`` route and an ordinary lookup. ``path`` is the decoded path routes
         match. ``None``: leave it to ``handle``."""
         route = self._routes.match(method, path)
-        if route is None or route.mode != "json":
+        if route is None or not MODES[route.mode].fast_hits:
             return None
         if decide(route, headers, len(body)) is not Decision.LOOKUP:
             return None
@@ -333,7 +333,7 @@ class Engine:
         route, stale = outgoing.route, outgoing.stale
         headers = outgoing.headers
         conditions = http_cache.validators(dict(stale.headers)) if stale is not None else {}
-        if conditions and route.mode == "http":
+        if conditions and MODES[route.mode].revalidates:
             headers = headers.copy()
             headers.update(conditions)
         request_time = time.time()
@@ -465,7 +465,7 @@ def _answer_hit(request: Request, route: RouteConfig, hit: Hit, outcome: Outcome
     headers["Age"] = str(int(entry.age(time.time())))
     if hit.similarity is not None:
         headers["Sidecache-Similarity"] = f"{hit.similarity:.4f}"
-    if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+    if MODES[route.mode].answers_conditionals and http_cache.not_modified(request.headers, headers):
         return _not_modified(headers, outcome)
     return Reply(entry.status, headers, outcome, body=entry.body)
 
@@ -479,7 +479,7 @@ def _answer_fetched(
     outcome = fetched(fwd, stored=answer.stored, collapsed=joined, revalidated=answer.revalidated)
     headers = _replay(answer.headers.items())
     headers[CACHE_STATUS] = outcome.cache_status
-    if route.mode == "http" and http_cache.not_modified(request.headers, headers):
+    if MODES[route.mode].answers_conditionals and http_cache.not_modified(request.headers, headers):
         return _not_modified(headers, outcome)
     return Reply(answer.status, headers, outcome, body=answer.body)
 

@@ -149,7 +149,8 @@ def test_uncacheable_reason(route, status, headers, expected):
     list, ``Set-Cookie``, ``no-store`` / ``private`` on any Cache-Control line (RFC 9111
     §5.2.2.5, §5.2.2.7), an event stream, an encoded body the key does not separate by
     ``Accept-Encoding``, or a ``Vary`` on a header the key does not cover (§4.1)."""
-    assert uncacheable_reason(route, status, headers) == expected
+    by_variant = route.mode == "http"  # (what HttpMode passes)
+    assert uncacheable_reason(route, status, headers, by_variant) == expected
 
 
 # --- shared-cache storage rules (core.http_cache.unstorable_reason) --------------------------
