@@ -24,11 +24,11 @@ from pathlib import Path
 import asyncpg
 
 from core.config import EmbedderConfig, SemanticRouteConfig, SemanticStoreConfig
-from core.embedders import build_embedder
 from core.entry import CachedResponse
-from core.guard import verify
 from core.metrics import Metrics
-from core.tiers.semantic import SemanticTier
+from core.semantic.embedders import build_embedder
+from core.semantic.guard import verify
+from core.semantic.tier import SemanticTier
 
 DEV_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic-pairs-dev.jsonl"
 TABLE = "sidecache_bench_eval"

@@ -28,10 +28,10 @@ import asyncpg
 from cachetools import LRUCache
 
 from core.config import EmbedderConfig, SemanticStoreConfig
-from core.embedders import WordLlamaEmbedder, build_embedder
 from core.entry import CachedResponse
 from core.metrics import Metrics
-from core.tiers.semantic import SemanticTier, register_vector
+from core.semantic.embedders import WordLlamaEmbedder, build_embedder
+from core.semantic.tier import SemanticTier, register_vector
 
 TABLE = "sidecache_bench_latency"
 TARGET_P50_MS = 3.0

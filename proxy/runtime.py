@@ -9,18 +9,18 @@ import time
 
 from core.cache import TieredCache
 from core.config import Config
-from core.embedders import build_embedder
 from core.invalidation import InvalidationBus
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
 from core.monitor import SystemMonitor
 from core.purge import Generations, Purger
 from core.routes import RouteTable
+from core.semantic.embedders import build_embedder
+from core.semantic.tier import SemanticTier
 from core.tasks import TaskSet
 from core.tiers import Tier
 from core.tiers.memory import MemoryTier
 from core.tiers.redis import RedisTier
-from core.tiers.semantic import SemanticTier
 from proxy.forward import Upstream
 
 log = logging.getLogger(__name__)

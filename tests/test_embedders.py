@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 
 from core.config import EmbedderConfig, config_from_dict
-from core.embedders import MemoEmbedder, OpenAIEmbedder, WordLlamaEmbedder, build_embedder
 from core.errors import ConfigError, EmbedderError
+from core.semantic.embedders import MemoEmbedder, OpenAIEmbedder, WordLlamaEmbedder, build_embedder
 
 
 class FakeEmbeddings:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.guard import REASONS, verify
+from core.semantic.guard import REASONS, verify
 
 PARAPHRASES = [
     ("how to configure rate limiting on the API gateway", "API gateway rate limit configuration"),

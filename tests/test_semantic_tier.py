@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 
 from core.config import BreakerConfig, EmbedderConfig, SemanticStoreConfig
-from core.embedders import WordLlamaEmbedder, build_embedder
 from core.entry import CachedResponse
 from core.errors import ConfigError
 from core.metrics import Metrics
-from core.tiers.semantic import SemanticTier, check_pgvector_version
+from core.semantic.embedders import WordLlamaEmbedder, build_embedder
+from core.semantic.tier import SemanticTier, check_pgvector_version
 from examples.embedded import PostgresServer
 
 THRESHOLD = 0.55

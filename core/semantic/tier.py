@@ -34,11 +34,11 @@ import numpy as np
 
 from core.breaker import CircuitBreaker
 from core.config import SemanticStoreConfig
-from core.embedders import Embedder
 from core.entry import CachedResponse
 from core.errors import ConfigError, EmbedderError, EntryFormatError, TierUnavailable
-from core.guard import verify
 from core.metrics import Metrics
+from core.semantic.embedders import Embedder
+from core.semantic.guard import verify
 
 log = logging.getLogger("sidecache.semantic")
 

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from core import lexicon as lx
+from core.semantic import lexicon as lx
 
 #: Every reason a rejection can carry (values of the ``reason`` metric label).
 REASONS = (
