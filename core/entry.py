@@ -1,6 +1,7 @@
 """The stored form of a cached response, and its explicit binary encoding.
 
-Layout (all integers big-endian), version 1::
+Layout (all integers big-endian), version 2 (text is UTF-8; header bytes that were not
+UTF-8 travel as surrogate escapes, as aiohttp decodes them, and come back as the same bytes)::
 
     magic "SCE" | version u8 | flags u8 | payload (zlib-compressed when flags & 1)
 
@@ -23,7 +24,9 @@ from dataclasses import dataclass, field, replace
 from core.errors import EntryFormatError
 
 MAGIC = b"SCE"
-VERSION = 1
+VERSION = 2
+#: How text is written: whatever bytes a header carried survive the round trip.
+_TEXT = ("utf-8", "surrogateescape")
 FLAG_COMPRESSED = 1
 
 _PREFIX = struct.Struct("!3sBB")
@@ -141,8 +144,8 @@ class CachedResponse:
         _pack_pairs(parts, self.headers)
         parts.append(_U16.pack(len(self.tags)))
         for tag in self.tags:
-            _pack16(parts, tag.encode())
-        _pack16(parts, self.route.encode())
+            _pack16(parts, tag.encode(*_TEXT))
+        _pack16(parts, self.route.encode(*_TEXT))
         _pack_pairs(parts, self.vary)
         parts += [_U32.pack(len(self.body)), self.body]
         payload = b"".join(parts)
@@ -178,8 +181,8 @@ def _pack16(parts: list[bytes], raw: bytes) -> None:
 def _pack_pairs(parts: list[bytes], pairs: tuple[tuple[str, str], ...]) -> None:
     parts.append(_U16.pack(len(pairs)))
     for name, value in pairs:
-        raw_value = value.encode("latin-1")
-        _pack16(parts, name.encode("latin-1"))
+        raw_value = value.encode(*_TEXT)
+        _pack16(parts, name.encode(*_TEXT))
         parts += [_U32.pack(len(raw_value)), raw_value]
 
 
@@ -227,8 +230,8 @@ class _Reader:
     def entry(self) -> CachedResponse:
         status, stored_at, ttl, swr, sie, keep = self._unpack(_FIXED)
         headers = self._pairs()
-        tags = tuple(self._bytes16().decode() for _ in range(self._unpack(_U16)[0]))
-        route = self._bytes16().decode()
+        tags = tuple(self._bytes16().decode(*_TEXT) for _ in range(self._unpack(_U16)[0]))
+        route = self._bytes16().decode(*_TEXT)
         vary = self._pairs()
         body = self._bytes32()
         if self.pos != len(self.data):
@@ -241,6 +244,6 @@ class _Reader:
 
     def _pairs(self) -> tuple[tuple[str, str], ...]:
         return tuple(
-            (self._bytes16().decode("latin-1"), self._bytes32().decode("latin-1"))
+            (self._bytes16().decode(*_TEXT), self._bytes32().decode(*_TEXT))
             for _ in range(self._unpack(_U16)[0])
         )

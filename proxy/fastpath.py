@@ -138,7 +138,7 @@ class FastPathServer(web.Server):
         lines = [f"HTTP/1.1 {entry.status} {phrase}"]
         lines += [f"{n}: {v}" for n, v in entry.headers if n.lower() not in _SET_HERE]
         lines.append(f"Content-Length: {len(entry.body)}")
-        head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         if len(self._wire) >= 4096:
             self._wire.clear()
         self._wire[id(entry)] = (weakref.ref(entry), head)
@@ -457,7 +457,8 @@ def _head_bytes(reply: Reply, length: int | None, close: bool, chunked: bool = F
         lines.append(f"Content-Length: {length}")
     if close:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "surrogateescape")
+    # (aiohttp decodes header bytes as UTF-8 with surrogate escapes: the same bytes go out)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 #: Framing headers the fast path writes itself.

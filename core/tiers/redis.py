@@ -114,6 +114,9 @@ class RedisTier:
         (no cross-slot commands), so this works the same on Redis Cluster."""
         ttl_ms = int((entry.usable_until() - time.time()) * 1000)
         if ttl_ms <= 0:
+            # Already past every window: it still replaces (removes) what the key held, as
+            # the newest answer does in L1.
+            await self._delete_quietly(key)
             return
         blob = entry.to_bytes(self._config.compress_above)
 
@@ -134,6 +137,13 @@ class RedisTier:
             log.debug("l2 set dropped: %s", exc)
             return
         self._count("set", "ok")
+
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self.delete(key)
+        except TierUnavailable as exc:
+            self._count("set", "error")
+            log.debug("l2 delete of a superseded entry dropped: %s", exc)
 
     async def delete(self, key: str) -> bool:
         """Delete one entry; raises ``TierUnavailable`` (a purge must know it failed)."""
