@@ -43,6 +43,7 @@ from core.outcome import (
     Outcome,
     failed,
     fetched,
+    fresh_hit,
     passed,
     stale_on_error,
     streamed,
@@ -113,7 +114,6 @@ class Engine:
         self._keys = KeyCache()
         self._trusted = runtime.config.server.trusted_proxies
         self.body_timeout = runtime.config.server.body_timeout
-        self.remote_tiers = [tier.name for tier in runtime.cache.remotes]
 
     def target(self, raw_target: str, headers: MultiMapping[str], scheme: str, peer: str) -> Target:
         """The effective target of a request line (see ``core.headers``)."""
@@ -176,11 +176,6 @@ class Engine:
         """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
         entry = self._cache.get_local(key.key, count=False)
         return entry if entry is not None and self._servable(route, entry) else None
-
-    async def fresh_remote(self, route: RouteConfig, key: RequestKey) -> Hit | None:
-        """A fresh entry from the remote exact tiers (promoted into L1), uncounted."""
-        hit = await self._cache.get_remote(key.key, count=False)
-        return hit if hit is not None and self._servable(route, hit.entry) else None
 
     def _servable(self, route: RouteConfig, entry: CachedResponse) -> bool:
         now = time.time()
@@ -250,6 +245,9 @@ class Engine:
     async def _forward(self, request: Request, outgoing: Outgoing, step: Fetch) -> Reply:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
         route, key = outgoing.route, outgoing.key
+        if step.fwd == "miss" and (hit := self._stored_meanwhile(key, request.headers)):
+            self._count_hit(route, hit.tier)
+            return _answer_hit(request, route, hit, fresh_hit(hit.tier))
         fallback = step.fallback
         try:
             result, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
@@ -270,6 +268,15 @@ class Engine:
         if joined:
             self._metrics.coalesced.labels(route.name).inc()
         return _answer_fetched(request, route, answer, joined, step.fwd)
+
+    def _stored_meanwhile(self, key: RequestKey, headers: Mapping[str, str]) -> Hit | None:
+        """An answer another request stored in L1 while this one asked the slower tiers
+        (Redis, the semantic index): single-flight covers the whole miss, so it is not
+        fetched a second time."""
+        entry = self._cache.get_local(key.key, count=False)
+        if entry is None or not entry.is_fresh(time.time()):
+            return None
+        return Hit(entry, "l1") if http_cache.selects(entry.vary, headers) else None
 
     def _outgoing(
         self,

@@ -42,7 +42,6 @@ from aiohttp.streams import StreamReader
 
 from core.config import RouteConfig
 from core.entry import CachedResponse
-from core.keys import RequestKey
 from proxy.connections import (
     BODY,
     BoundedRequestHandler,
@@ -78,7 +77,6 @@ class FastPathServer(web.Server):
         self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.parser_limits = {name: kwargs[name] for name in PARSER_LIMITS}
-        self.has_remote = bool(engine.remote_tiers)
         self.fast_connections: set[FastConnection] = set()
         # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
         self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}
@@ -278,7 +276,7 @@ class FastConnection(asyncio.Protocol):
                     continue
             # Anything else goes through the engine; the requests behind it wait their turn
             # (answers stay in order).
-            self._busy = asyncio.ensure_future(self._answer(found, body, started))
+            self._busy = asyncio.ensure_future(self._answer(body, started))
             return
 
     def _read_head(self, now: float) -> RawRequestMessage | None:
@@ -317,18 +315,10 @@ class FastConnection(asyncio.Protocol):
         self._head, self._fed = None, 0
         self._started = now
 
-    async def _answer(
-        self, found: tuple[RouteConfig, RequestKey] | None, body: bytes, started: float
-    ) -> None:
-        """A request the fast path could not answer at once: a fresh entry from Redis is
-        written as a fast hit; anything else is the engine's, and its reply written here."""
+    async def _answer(self, body: bytes, started: float) -> None:
+        """A request the fast path could not answer at once goes through the engine (which
+        asks each remote tier once); its reply is written here."""
         try:
-            if found is not None and self._server.has_remote:
-                route, key = found
-                hit = await self._server.proxy.fresh_remote(route, key)
-                if hit is not None and self._transport is not None:
-                    self._write(route, hit.entry, hit.tier, started)
-                    return
             await self._answer_with_engine(body, started)
         finally:
             self._busy = None

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+import redis.asyncio as redis
 
 from core.config import L1Config
 from core.entry import CachedResponse
@@ -318,3 +319,47 @@ async def test_headers_the_upstream_names_in_connection_are_neither_stored_nor_r
     assert hit.headers["Cache-Status"] == "sidecache; hit; detail=l1"
     assert "X-Hop-Only" not in miss.headers
     assert "X-Hop-Only" not in hit.headers
+
+
+# --- single-flight covers the whole miss ----------------------------------------------------
+
+
+async def test_a_miss_whose_lookups_outlast_another_fetch_of_its_key_makes_no_second_call(
+    make_proxy, upstream, redis_server
+):
+    """A request stuck in a slow Redis lookup while another request fetches and stores the
+    same key is answered from what was stored, not with a second upstream call."""
+    proxy = await make_proxy(cache={"l2": {"url": redis_server.url, "timeout": "10s"}})
+    pauser = redis.Redis.from_url(redis_server.url)
+    await pauser.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # lookups wait 3 s
+    try:
+        slow = asyncio.ensure_future(proxy.client.post(SELECT_PATH, json={"task": "x"}))
+        fresh = {"Cache-Control": "no-cache"}  # no lookup: straight to the upstream
+        first = await proxy.client.post(SELECT_PATH, json={"task": "x"}, headers=fresh)
+        assert not slow.done()
+        second = await slow
+    finally:
+        await pauser.aclose()
+
+    assert first.headers["Cache-Status"] == "sidecache; fwd=request; stored"
+    assert second.headers["Cache-Status"] == "sidecache; hit; detail=l1"
+    assert upstream.calls[SELECT_PATH] == 1
+
+
+async def test_a_miss_asks_redis_once(make_proxy, upstream, redis_server):
+    proxy = await make_proxy(cache={"l2": {"url": redis_server.url}})
+    stats = redis.Redis.from_url(redis_server.url)
+    await proxy.client.post(SELECT_PATH, json={"task": "warm the connection"})
+    await proxy.runtime.cache.flush()
+    before = await _reads(stats)
+
+    await proxy.client.post(SELECT_PATH, json={"task": "never seen"})
+
+    assert await _reads(stats) - before == 1
+    await stats.aclose()
+
+
+async def _reads(client: redis.Redis) -> int:
+    """GET and MGET commands Redis has served so far."""
+    info = await client.info("commandstats")
+    return sum(info.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget"))
