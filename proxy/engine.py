@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-import aiohttp
 from multidict import CIMultiDict, MultiMapping
 
 from core import http_cache
@@ -59,6 +58,7 @@ from proxy.forward import (
     Streaming,
 )
 from proxy.runtime import Runtime
+from proxy.upstream_client import Response
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ class Engine:
             return await body.read()
         return body.stream()
 
-    def _invalidate_uris(self, request: Request, upstream: aiohttp.ClientResponse) -> None:
+    def _invalidate_uris(self, request: Request, upstream: Response) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
         its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
         if self._routes.http_route(request.path) is None:
@@ -513,7 +513,7 @@ def _answer_stale_on_error(hit: Hit, why: str) -> Reply:
     return Reply(entry.status, headers, outcome, body=entry.body)
 
 
-def _relay(upstream: aiohttp.ClientResponse, prefix: bytes, outcome: Outcome) -> Reply:
+def _relay(upstream: Response, prefix: bytes, outcome: Outcome) -> Reply:
     """An upstream answer to relay as it arrives (the front end releases it when done)."""
     headers = end_to_end(upstream.headers)
     headers[CACHE_STATUS] = outcome.cache_status

@@ -13,6 +13,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from core.headers import Target
 from core.outcome import Outcome
+from proxy.upstream_client import Response
 
 
 class BodyTimeout(Exception):
@@ -129,7 +130,7 @@ class Reply:
     headers: CIMultiDict[str]
     outcome: Outcome
     body: bytes = b""
-    stream: aiohttp.ClientResponse | None = None
+    stream: Response | None = None
     prefix: bytes = b""
     close: bool = False
     #: Route name for the metrics and the access log.

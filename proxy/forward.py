@@ -1,4 +1,5 @@
-"""Talking to the upstream: one pooled keep-alive ``ClientSession`` for all traffic."""
+"""Talking to the upstream: one pool of keep-alive connections (``proxy/upstream_client.py``)
+for all traffic, with the replay rule, the bound on requests in flight and the metrics."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import time
 from collections.abc import AsyncIterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from core.config import UpstreamConfig
 from core.errors import UpstreamTimeout, UpstreamUnreachable
 from core.headers import end_to_end
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
+from proxy.upstream_client import Response, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Streaming:
 
     ``prefix`` holds the bytes already read while finding that out."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     prefix: bytes
 
 
@@ -67,58 +67,27 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, limiter: UpstreamLimiter, metrics: Metrics) -> None:
         self._config = config
         self._limiter = limiter
-        # The configured URL as yarl encodes it; request targets are appended verbatim.
-        self._base = str(URL(config.url)).rstrip("/")
         self._metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
-        self._fresh: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
 
     async def start(self) -> None:
-        pooled = aiohttp.TCPConnector(
-            limit=self._config.pool_size,
+        # Bodies pass through as the upstream encoded them, and no header the client did
+        # not send is invented (the client sends only Host and the body's framing).
+        self._client = UpstreamClient(
+            self._config.url,
+            pool_size=self._config.pool_size,
+            connect_timeout=self._config.connect_timeout,
+            read_timeout=self._config.timeout,
             keepalive_timeout=self._config.keepalive_timeout,
-            enable_cleanup_closed=True,
         )
-        self._session = self._new_session(pooled, [_reuse_trace()])
-        # Replays go here: a connection of their own, never one from the pool, which may
-        # hold more connections the service has closed (all of them, after a restart).
-        fresh = aiohttp.TCPConnector(
-            limit=self._config.pool_size, force_close=True, enable_cleanup_closed=True
-        )
-        self._fresh = self._new_session(fresh, [])
-
-    def _new_session(
-        self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
-    ) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self._config.connect_timeout,
-                sock_read=self._config.timeout,
-            ),
-            # Bodies pass through as the upstream encoded them; no headers the client did
-            # not send are invented.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trace_configs=traces,
-        )
-        # aiohttp resends an idempotent request once after ServerDisconnectedError or
-        # ClientOSError on any connection, fresh ones included, and uncounted: that would
-        # double our own replay and retry real outages. There is no public switch; its
-        # own TestClient turns it off the same way.
-        session._retry_connection = False
-        return session
 
     async def close(self) -> None:
-        for session in (self._session, self._fresh):
-            if session is not None:
-                await session.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def open(
         self, route: str, method: str, path_qs: str, headers: CIMultiDict[str], body: Any
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a request and return once the response headers arrived. The upstream slot
         is held until then: a long stream does not count against the bound.
 
@@ -140,7 +109,7 @@ class Upstream:
         headers: CIMultiDict[str],
         body: Any,
         replayable: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         started = time.perf_counter()
         try:
             response = await self._request(route, method, path_qs, headers, body, replayable)
@@ -165,33 +134,21 @@ class Upstream:
         headers: CIMultiDict[str],
         body: Any,
         replayable: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send on a pooled connection. When a reused one turns out closed by the service
         before any answer byte (its keep-alive ran out while the request was on its way),
-        send a ``replayable`` request once more on a fresh connection."""
-        assert self._session is not None and self._fresh is not None, "start() not awaited"
-        # Sent verbatim: the cache key is made of the raw target, and yarl would otherwise
-        # re-quote it (``%41`` becomes ``A``).
-        url = URL(self._base + path_qs, encoded=True)
-        attempt = _Attempt()
+        send a ``replayable`` request once more on a fresh connection: never another pooled
+        one, as the pool may hold more connections the service has closed (all of them,
+        after a restart). The target is sent verbatim: the cache key is made of it."""
+        assert self._client is not None, "start() not awaited"
         try:
-            return await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=False,
-                trace_request_ctx=attempt,
-            )
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if not (replayable and attempt.reused and _before_answer(exc)):
+            return await self._client.request(method, path_qs, headers, body)
+        except UpstreamClosed as exc:
+            if not (replayable and exc.reused and not exc.answered):
                 raise
         self._metrics.upstream_retries.labels(route).inc()
         log.debug("%s %s: pooled connection was closed by the upstream; sent again", method, route)
-        return await self._fresh.request(
-            method, url, headers=headers, data=body, allow_redirects=False, compress=False
-        )
+        return await self._client.request(method, path_qs, headers, body, fresh=True)
 
     async def fetch(
         self,
@@ -213,9 +170,7 @@ class Upstream:
         finally:
             self._limiter.release(held)
 
-    async def read_answer(
-        self, response: aiohttp.ClientResponse, max_size: int
-    ) -> Buffered | Streaming:
+    async def read_answer(self, response: Response, max_size: int) -> Buffered | Streaming:
         try:
             length = response.content_length
             is_stream = "text/event-stream" in response.headers.get("Content-Type", "")
@@ -235,7 +190,7 @@ class Upstream:
             upstream_seconds=UPSTREAM_SECONDS.get(),
         )
 
-    async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+    async def _read_up_to(self, response: Response, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
@@ -250,37 +205,3 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(f"upstream body: {exc}") from exc
         return b"".join(chunks)
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """One request on the pooled session, as its trace saw it."""
-
-    reused: bool = False
-
-
-def _reuse_trace() -> aiohttp.TraceConfig:
-    """Marks a request's ``trace_request_ctx`` when it is sent on a pooled connection."""
-
-    async def reused(
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceConnectionReuseconnParams,
-    ) -> None:
-        context.trace_request_ctx.reused = True
-
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_reuseconn.append(reused)
-    return trace
-
-
-def _before_answer(exc: aiohttp.ClientError) -> bool:
-    """Whether a connection failure came before any byte of the answer.
-
-    A clean close after part of an answer carries what was parsed of it (aiohttp's C
-    parser has it from the first byte, the pure-Python one from the first whole line).
-    A reset (``ClientOSError``: refused write, ``ECONNRESET``) says nothing either way; a
-    stale connection fails like that, and only requests safe to replay are replayed."""
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return isinstance(exc.message, str)
-    return True
