@@ -67,6 +67,9 @@ CACHE_STATUS = "Cache-Status"
 #: one write; bigger ones are relayed as they arrive.
 SMALL_ANSWER = 64 * 1024
 NO_ROUTE = "none"
+#: Request byte strings whose fast-path key is remembered (the memo is emptied when full).
+FAST_KEY_MEMO = 4096
+FAST_KEY_MEMO_MAX = 4096
 PASSED = passed("pass", "bypass")  # no route: relayed as it is
 BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
 BODY_TIMEOUT = Outcome("error", detail="body-timeout")
@@ -112,6 +115,7 @@ class Engine:
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
         self._keys = KeyCache()
+        self._fast_keys: dict[object, tuple] = {}
         self._trusted = runtime.config.server.trusted_proxies
         self.body_timeout = runtime.config.server.body_timeout
 
@@ -153,6 +157,7 @@ class Engine:
 
     def fast_key(
         self,
+        raw: bytes,
         method: str,
         path: str,
         raw_target: str,
@@ -162,7 +167,40 @@ class Engine:
     ) -> tuple[RouteConfig, RequestKey] | None:
         """The route and key of a request the fast path may answer at once from the exact
         tiers: a ``json`` route and an ordinary lookup. ``path`` is the decoded path routes
-        match. ``None``: leave it to ``handle``."""
+        match. ``None``: leave it to ``handle``.
+
+        Remembered by the request's bytes (``raw``, head and body): the same bytes always
+        give the same route, decision and key while the route's purge generation stays, so
+        a repeated request costs one dictionary lookup. (Whether the peer is a trusted proxy
+        is part of the memo when trusted proxies are configured.)"""
+        if len(raw) > FAST_KEY_MEMO_MAX:  # (the memo stays a few MiB)
+            return self._fast_key(method, path, raw_target, headers, body, peer)
+        memo = (raw, is_trusted(peer, self._trusted)) if self._trusted else raw
+        known = self._fast_keys.get(memo)
+        if known is not None:
+            route, key, generation = known
+            if route is None:
+                return None
+            if self._generations.get(route.name) == generation:
+                return route, key
+        found = self._fast_key(method, path, raw_target, headers, body, peer)
+        if len(self._fast_keys) >= FAST_KEY_MEMO:
+            self._fast_keys.clear()
+        if found is None:
+            self._fast_keys[memo] = (None, None, 0)
+        else:
+            self._fast_keys[memo] = (*found, self._generations.get(found[0].name))
+        return found
+
+    def _fast_key(
+        self,
+        method: str,
+        path: str,
+        raw_target: str,
+        headers: MultiMapping[str],
+        body: bytes,
+        peer: str,
+    ) -> tuple[RouteConfig, RequestKey] | None:
         route = self._routes.match(method, path)
         if route is None or not MODES[route.mode].fast_hits:
             return None

@@ -262,8 +262,9 @@ class FastConnection(asyncio.Protocol):
                 return
             body = bytes(self._buffer[self._fed : self._size]) if self._fed < self._size else b""
             try:
+                raw = bytes(self._buffer[: self._size])
                 found = proxy.fast_key(
-                    head.method, self._path, head.path, head.headers, body, self._peer
+                    raw, head.method, self._path, head.path, head.headers, body, self._peer
                 )
             except Exception:  # the engine meets it too, and answers it as it does errors
                 found = None
