@@ -17,8 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from multidict import MultiMapping
-
 from core.config import RouteConfig, TenantConfig
 from core.headers import MEANING, Target
 
@@ -176,8 +174,9 @@ def tenant_partition(
 
 def _all(headers: Mapping[str, str], name: str) -> list[str]:
     """Every value of a header: a repeated header counts whole, not just its first line."""
-    if isinstance(headers, MultiMapping):
-        return list(headers.getall(name, ()))
+    getall = getattr(headers, "getall", None)  # (a multi-dict; cheaper than isinstance)
+    if getall is not None:
+        return getall(name, [])
     value = headers.get(name)
     return [] if value is None else [value]
 
