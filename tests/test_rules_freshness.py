@@ -8,25 +8,16 @@ import email.utils
 from datetime import UTC, datetime
 
 import pytest
-from multidict import CIMultiDict
 
 from core.config import RouteConfig
 from core.http_cache import freshness, merge_not_modified, not_modified, validators
 from core.modes import MODES
+from tests.rules import h, xfail
 
 NOW = 1_700_000_000.0  # every clock below is an offset from this
 TTL = 300.0  # the route's ttl: the heuristic's cap and the lifetime with nothing to go on
 HUGE = "9" * 400  # a delta-seconds too large for a float
 DELTA_CAP = 2**31  # RFC 9111 §1.2.2
-
-
-def h(*lines: str) -> CIMultiDict[str]:
-    """Headers from ``"Name: value"`` lines; a repeated name stays a separate line."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        out.add(name, value.strip())
-    return out
 
 
 def date(offset: float = 0.0) -> str:
@@ -43,10 +34,6 @@ def asctime_date(offset: float = 0.0) -> str:
 def rfc850_date(offset: float = 0.0) -> str:
     """The same instant in the obsolete RFC 850 format, which recipients MUST accept."""
     return f"{datetime.fromtimestamp(NOW + offset, UTC):%A, %d-%b-%y %H:%M:%S} GMT"
-
-
-def xfail(reason: str, raises: type[BaseException] | None = None) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason, raises=raises)
 
 
 DATE_FORMATS = (

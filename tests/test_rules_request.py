@@ -5,7 +5,6 @@ and which tenant it belongs to. One row per rule; ids name the rule."""
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict
 
 from core.config import RouteConfig, TenantConfig
 from core.headers import (
@@ -20,23 +19,11 @@ from core.http_cache import request_decision
 from core.keys import tenant_of, tenant_partition
 from core.modes import MODES
 from core.policy import Decision, cache_control, decide
+from tests.rules import h
 
 LOOKUP, REFRESH, BYPASS = Decision.LOOKUP, Decision.REFRESH, Decision.BYPASS
 JSON = RouteConfig(name="r", path="/r", max_body_size=1024)
 HTTP = RouteConfig(name="r", path="/r", mode="http", method="GET", max_body_size=1024)
-
-
-def h(*lines: str) -> CIMultiDict[str]:
-    """Request headers from ``"Name: value"`` lines; a repeated name stays a separate line."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        out.add(name, value.strip())
-    return out
-
-
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 # --- Cache-Control parsing (RFC 9111 §5.2) ---------------------------------------------------

@@ -6,7 +6,6 @@ ids name the rule."""
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict
 
 from core.config import RouteConfig, TenantConfig
 from core.http_cache import (
@@ -20,6 +19,7 @@ from core.http_cache import (
 )
 from core.modes import MODES
 from core.policy import storable_headers, surrogate_keys, uncacheable_reason
+from tests.rules import h
 
 NOW = 1_700_000_000.0
 JSON = RouteConfig(name="r", path="/r")
@@ -28,19 +28,6 @@ JSON_ENCODED = RouteConfig(name="r", path="/r", vary=("Accept-Encoding",))
 JSON_404 = RouteConfig(name="r", path="/r", statuses=(200, 404))
 JSON_SHARED = RouteConfig(name="r", path="/r", tenant=TenantConfig(shared=True))
 HTTP = RouteConfig(name="r", path="/r", mode="http", method="GET")
-
-
-def h(*lines: str) -> CIMultiDict[str]:
-    """Headers from ``"Name: value"`` lines; a repeated name stays a separate line."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        out.add(name, value.strip())
-    return out
-
-
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 # --- json-mode storage rules (core.policy.uncacheable_reason) --------------------------------
