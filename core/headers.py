@@ -111,6 +111,21 @@ def end_to_end(headers: MultiMapping[str]) -> CIMultiDict[str]:
     )
 
 
+def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The response headers worth replaying from cache."""
+    return tuple(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "age")
+    )
+
+
+def replayed(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """Stored or buffered (end-to-end) headers as a new response's; its length is the new
+    body's own."""
+    return CIMultiDict((name, value) for name, value in headers if name.lower() != "content-length")
+
+
 def upstream_headers(headers: MultiMapping[str], peer: str, target: Target) -> CIMultiDict[str]:
     """The client's headers as the service should see them: end-to-end only, the client's
     forwarding headers replaced by ones set here (``Host`` is the upstream's own)."""

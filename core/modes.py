@@ -13,13 +13,12 @@ from multidict import MultiMapping
 from core import http_cache
 from core.config import RouteConfig
 from core.entry import CachedResponse
-from core.headers import combined
+from core.headers import combined, storable_headers
 from core.policy import (
     Decision,
     cache_control,
     decide,
     delta_seconds,
-    storable_headers,
     surrogate_keys,
     uncacheable_reason,
 )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from multidict import MultiMapping
 
 from core.config import RouteConfig
-from core.headers import HOP_BY_HOP, combined
+from core.headers import combined
 
 
 class Decision(enum.Enum):
@@ -97,15 +97,6 @@ def uncacheable_reason(
 def is_event_stream(headers: Mapping[str, str]) -> bool:
     """An answer that never ends by design (media types are case-insensitive)."""
     return "text/event-stream" in headers.get("Content-Type", "").lower()
-
-
-def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The response headers worth replaying from cache."""
-    return tuple(
-        (name, value)
-        for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "age")
-    )
 
 
 def surrogate_keys(headers: MultiMapping[str]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 
 from multidict import CIMultiDict, MultiMapping
@@ -34,7 +34,14 @@ from core.decisions import (
 )
 from core.entry import CachedResponse
 from core.errors import UpstreamError
-from core.headers import Target, effective_target, end_to_end, is_trusted, upstream_headers
+from core.headers import (
+    Target,
+    effective_target,
+    end_to_end,
+    is_trusted,
+    replayed,
+    upstream_headers,
+)
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
@@ -464,7 +471,7 @@ class Engine:
         answer = await self._upstream.read_answer(upstream, SMALL_ANSWER)
         if isinstance(answer, Streaming):  # an event stream after all
             return _relay(answer.response, answer.prefix, outcome)
-        headers = _replay(answer.headers.items())
+        headers = replayed(answer.headers.items())
         headers[CACHE_STATUS] = outcome.cache_status
         return Reply(answer.status, headers, outcome, body=answer.body)
 
@@ -505,7 +512,7 @@ class Engine:
 
 def _answer_hit(request: Request, route: RouteConfig, hit: Hit, outcome: Outcome) -> Reply:
     entry = hit.entry
-    headers = _replay(entry.headers)
+    headers = replayed(entry.headers)
     headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
     if hit.similarity is not None:
@@ -522,7 +529,7 @@ def _answer_fetched(
         return _relay(answer.response, answer.prefix, streamed(fwd))
     UPSTREAM_SECONDS.set(answer.upstream_seconds)
     outcome = fetched(fwd, stored=answer.stored, collapsed=joined, revalidated=answer.revalidated)
-    headers = _replay(answer.headers.items())
+    headers = replayed(answer.headers.items())
     headers[CACHE_STATUS] = outcome.cache_status
     if MODES[route.mode].answers_conditionals and http_cache.not_modified(request.headers, headers):
         return _not_modified(headers, outcome)
@@ -545,7 +552,7 @@ def _answer_stale_on_error(hit: Hit, why: str) -> Reply:
     log.info("serving stale %s entry: upstream failed (%s)", hit.tier, why)
     entry = hit.entry
     outcome = stale_on_error(hit.tier)
-    headers = _replay(entry.headers)
+    headers = replayed(entry.headers)
     headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
     return Reply(entry.status, headers, outcome, body=entry.body)
@@ -556,12 +563,6 @@ def _relay(upstream: Response, prefix: bytes, outcome: Outcome) -> Reply:
     headers = end_to_end(upstream.headers)
     headers[CACHE_STATUS] = outcome.cache_status
     return Reply(upstream.status, headers, outcome, stream=upstream, prefix=prefix)
-
-
-def _replay(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Stored or buffered (end-to-end) headers as a new response's; the length is the new
-    body's own."""
-    return CIMultiDict((name, value) for name, value in headers if name.lower() != "content-length")
 
 
 def _body_timeout_reply(seconds: float) -> Reply:

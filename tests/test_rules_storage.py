@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import RouteConfig, TenantConfig
+from core.headers import storable_headers
 from core.http_cache import (
     ABSENT,
     invalidated_uris,
@@ -18,7 +19,7 @@ from core.http_cache import (
     vary_values,
 )
 from core.modes import MODES
-from core.policy import storable_headers, surrogate_keys, uncacheable_reason
+from core.policy import surrogate_keys, uncacheable_reason
 from tests.rules import h
 
 NOW = 1_700_000_000.0
