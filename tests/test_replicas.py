@@ -120,7 +120,10 @@ async def test_a_purge_through_one_replica_is_obeyed_by_each(replicas, upstream,
         purged = await _warm(session, replicas, "T")
 
         report = await _purge(session, replicas[0], purge)
-        assert report["replicas_notified"] >= 2
+        # Itself at least. The other may be between two subscriptions right now (a loaded
+        # machine can miss a ping): then it drops its L1 on resubscribing, within the same
+        # bound, which is what is checked below.
+        assert report["replicas_notified"] >= 1
 
         # The purging replica dropped its copies before answering: its next answer is a new
         # one, from the upstream.
