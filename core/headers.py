@@ -169,8 +169,3 @@ def combined(headers: Mapping[str, str], name: str) -> str:
     if isinstance(headers, MultiMapping):
         return ", ".join(headers.getall(name, ()))
     return headers.get(name, "")
-
-
-def all_values(headers: MultiMapping[str], names: Iterable[str]) -> list[str]:
-    """Every value of each header in ``names``, repeated lines included, in order."""
-    return [f"{name}:{value}" for name in names for value in headers.getall(name, ())]

@@ -91,7 +91,7 @@ def freshness(
     else:
         lifetime = default_ttl
     apparent_age = max(0.0, response_time - date)
-    corrected_age = (_delta(headers.get("Age")) or 0.0) + (response_time - request_time)
+    corrected_age = (delta_seconds(headers.get("Age")) or 0.0) + (response_time - request_time)
     return Freshness(lifetime, max(apparent_age, corrected_age), stale_allowed)
 
 
@@ -182,14 +182,9 @@ def _explicit_lifetime(directives: dict[str, str | None]) -> float | None:
     (``-5``, ``1.5``, empty) makes the response stale, as §4.2.1 encourages."""
     for name in ("s-maxage", "max-age"):
         if name in directives:
-            value = _delta(directives[name])
+            value = delta_seconds(directives[name])
             return 0.0 if value is None else value
     return None
-
-
-def _delta(value: str | None) -> float | None:
-    """delta-seconds (RFC 9111 §1.2.2): digits only; a value too large is taken as 2^31."""
-    return delta_seconds(value)
 
 
 def _http_date(value: str | None) -> float | None:

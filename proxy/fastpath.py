@@ -318,19 +318,8 @@ class FastConnection(asyncio.Protocol):
 
     async def _answer(self, body: bytes, started: float) -> None:
         """A request the fast path could not answer at once goes through the engine (which
-        asks each remote tier once); its reply is written here."""
-        try:
-            await self._answer_with_engine(body, started)
-        finally:
-            self._busy = None
-            if self._draining:
-                self.close()
-            elif self._transport is not None:
-                now = self._server.loop.time()
-                self._consume(now)
-                self._serve(now)
-
-    async def _answer_with_engine(self, body: bytes, started: float) -> None:
+        asks each remote tier once); its reply is written here, then the next request's
+        turn comes."""
         head = self._head
         assert head is not None
         engine = self._server.proxy
@@ -352,6 +341,13 @@ class FastConnection(asyncio.Protocol):
             if reply is not None and reply.stream is not None:
                 reply.stream.release()
             engine.record(request, reply, status, time.perf_counter() - started)
+            self._busy = None
+            if self._draining:
+                self.close()
+            elif self._transport is not None:
+                now = self._server.loop.time()
+                self._consume(now)
+                self._serve(now)
 
     async def _send(self, reply: Reply) -> None:
         """Write ``reply``: at once when it is whole, else as its upstream stream arrives,

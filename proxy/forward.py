@@ -18,6 +18,7 @@ from core.errors import UpstreamTimeout, UpstreamUnreachable
 from core.headers import end_to_end
 from core.limits import UpstreamLimiter
 from core.metrics import Metrics
+from core.policy import is_event_stream
 from proxy.upstream_client import Response, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,7 @@ class Upstream:
     async def read_answer(self, response: Response, max_size: int) -> Buffered | Streaming:
         try:
             length = response.content_length
-            is_stream = "text/event-stream" in response.headers.get("Content-Type", "")
-            if is_stream or (length is not None and length > max_size):
+            if is_event_stream(response.headers) or (length is not None and length > max_size):
                 return Streaming(response, b"")
             prefix = await self._read_up_to(response, max_size + 1)
             if len(prefix) > max_size:
