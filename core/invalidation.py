@@ -28,7 +28,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -40,32 +40,70 @@ from core.errors import TierUnavailable
 
 log = logging.getLogger(__name__)
 
-KINDS = ("all", "route", "tag", "key")
 #: What losing Redis looks like, from the client or from a tier call behind its breaker.
 _LOST = (RedisError, OSError, TimeoutError, TierUnavailable)
 
 
-@dataclass(frozen=True)
-class Invalidation:
-    """One purge as broadcast: ``kind`` is all / route / tag / key; ``value`` names which."""
+@dataclass(frozen=True, slots=True)
+class ByRoute:
+    """Every entry of a route: ``generation`` is the route's purge generation after it."""
 
-    kind: str
-    value: str = ""
+    route: str
     generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ByTag:
+    """Every entry carrying the tag (a surrogate key, a request's own tag, a URI tag)."""
+
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Everything:
+    """Every entry of this service."""
+
+
+#: What a purge names: one of these, nothing else.
+PurgeTarget = ByRoute | ByTag | Everything
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """One purge as broadcast, stamped with the replica that made it."""
+
+    target: PurgeTarget
     origin: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        kind, value, generation = _wire(self.target)
+        return json.dumps(
+            {"kind": kind, "value": value, "generation": generation, "origin": self.origin}
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Invalidation:
         data = json.loads(raw)
-        message = cls(
-            str(data["kind"]), str(data["value"]), int(data["generation"]), str(data["origin"])
-        )
-        if message.kind not in KINDS:
-            raise ValueError(f"unknown invalidation kind {message.kind!r}")
-        return message
+        kind, value, origin = str(data["kind"]), str(data["value"]), str(data["origin"])
+        if kind == "route":
+            return cls(ByRoute(value, int(data["generation"])), origin)
+        if kind == "tag":
+            return cls(ByTag(value), origin)
+        if kind == "all":
+            return cls(Everything(), origin)
+        raise ValueError(f"unknown invalidation kind {kind!r}")
+
+
+def _wire(target: PurgeTarget) -> tuple[str, str, int]:
+    """The message fields of a target (the format every replica version reads)."""
+    match target:
+        case ByRoute(route, generation):
+            return "route", route, generation
+        case ByTag(tag):
+            return "tag", tag, 0
+        case Everything():
+            return "all", "", 0
+    raise TypeError(f"not a purge target: {target!r}")
 
 
 class InvalidationBus:
@@ -121,7 +159,7 @@ class InvalidationBus:
     async def publish(self, message: Invalidation) -> int:
         """Send a purge to every replica; returns how many subscribers received it (this
         replica's own subscription included). Raises when Redis cannot be reached."""
-        stamped = Invalidation(message.kind, message.value, message.generation, self.replica)
+        stamped = Invalidation(message.target, self.replica)
         return await self._client.publish(self._channel, stamped.to_json())
 
     async def _run(self) -> None:

@@ -22,7 +22,14 @@ from core.cache import TieredCache
 from core.config import RouteConfig
 from core.errors import TierUnavailable
 from core.headers import Target
-from core.invalidation import Invalidation, InvalidationBus
+from core.invalidation import (
+    ByRoute,
+    ByTag,
+    Everything,
+    Invalidation,
+    InvalidationBus,
+    PurgeTarget,
+)
 from core.keys import derive_key
 from core.tiers.redis import RedisTier
 
@@ -78,26 +85,36 @@ class Purger:
         self._routes = routes
         self.bus: InvalidationBus | None = None
 
-    async def by_request(
+    async def purge(self, target: PurgeTarget) -> PurgeReport:
+        """Carry out a purge here and tell every other replica."""
+        match target:
+            case ByRoute(route):
+                return await self._by_route(route)
+            case ByTag(tag):
+                return await self._by_tag(tag)
+            case Everything():
+                return await self._everything()
+        raise TypeError(f"not a purge target: {target!r}")
+
+    def request_target(
         self,
         route: RouteConfig,
         method: str,
         target: Target,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> PurgeReport:
-        """Every stored copy of this request, whatever authority it was sent to, and its
-        semantic row: each carries the request's tag."""
+    ) -> ByTag:
+        """What names every stored copy of this request, whatever authority it was sent
+        to, and its semantic row: the request's own tag, which each of them carries."""
         generation = self._generations.get(route.name)
-        derived = derive_key(route, method, target, headers, body, generation)
-        return await self.by_tag(derived.request_tag)
+        return ByTag(derive_key(route, method, target, headers, body, generation).request_tag)
 
-    async def by_route(self, route: str) -> PurgeReport:
+    async def _by_route(self, route: str) -> PurgeReport:
         """Move the route's generation on. With Redis, Redis holds it: when it cannot be
         reached the generation stays (this replica's L1 copies are dropped all the same).
         Moving it on here alone would store this replica's new entries under a generation
         the others reach only at the next purge, which would then serve them."""
-        report = PurgeReport(l1=self._drop_local(Invalidation("route", route)))
+        report = PurgeReport(l1=self._drop_local(ByRoute(route)))
         generation = self._generations.get(route)
         if self._l2 is None:
             generation += 1
@@ -110,30 +127,31 @@ class Purger:
         report["l2"] = None  # every entry of the route, uncounted: its generation moved on
         report["generation"] = generation
         await self._remote(report, "semantic", self._semantic and self._semantic.purge(route))
-        await self._broadcast(report, Invalidation("route", route, generation))
+        await self._broadcast(report, ByRoute(route, generation))
         return report
 
-    async def by_tag(self, tag: str) -> PurgeReport:
-        report = PurgeReport(l1=self._drop_local(Invalidation("tag", tag)))
+    async def _by_tag(self, tag: str) -> PurgeReport:
+        report = PurgeReport(l1=self._drop_local(ByTag(tag)))
         await self._remote(report, "l2", self._l2 and self._l2.purge_tag(tag))
         await self._remote(report, "semantic", self._semantic and self._semantic.purge(tag=tag))
-        await self._broadcast(report, Invalidation("tag", tag))
+        await self._broadcast(report, ByTag(tag))
         return report
 
-    async def everything(self) -> PurgeReport:
-        report = PurgeReport(l1=self._drop_local(Invalidation("all")))
+    async def _everything(self) -> PurgeReport:
+        report = PurgeReport(l1=self._drop_local(Everything()))
         await self._remote(report, "l2", self._l2 and self._l2.clear())
         semantic = self._semantic and self._semantic.purge(everything=True)
         await self._remote(report, "semantic", semantic)
-        await self._broadcast(report, Invalidation("all"))
+        await self._broadcast(report, Everything())
         return report
 
     def apply(self, message: Invalidation) -> None:
         """A purge broadcast by another replica: drop the matching L1 entries."""
-        if message.kind == "route":
-            self._generations.advance(message.value, message.generation)
-        dropped = self._drop_local(message)
-        log.debug("applied %s purge of %r: %d L1 entries", message.kind, message.value, dropped)
+        target = message.target
+        if isinstance(target, ByRoute):
+            self._generations.advance(target.route, target.generation)
+        dropped = self._drop_local(target)
+        log.debug("applied purge of %r: %d L1 entries", target, dropped)
 
     async def catch_up(self) -> None:
         """The invalidation channel is (re)subscribed after messages may have been missed:
@@ -149,16 +167,15 @@ class Purger:
         dropped = self._cache.l1.clear_nowait() if self._cache.l1 is not None else 0
         log.info("invalidation channel subscribed: dropped %d L1 entries to catch up", dropped)
 
-    def _drop_local(self, message: Invalidation) -> int:
+    def _drop_local(self, target: PurgeTarget) -> int:
         l1 = self._cache.l1
         if l1 is None:
             return 0
-        if message.kind == "key":
-            return int(l1.delete_nowait(message.value))
-        if message.kind == "route":
-            return l1.drop_where(lambda entry: entry.route == message.value)
-        if message.kind == "tag":
-            return l1.drop_where(lambda entry: message.value in entry.tags)
+        match target:
+            case ByRoute(route):
+                return l1.drop_where(lambda entry: entry.route == route)
+            case ByTag(tag):
+                return l1.drop_where(lambda entry: tag in entry.tags)
         return l1.clear_nowait()
 
     async def _remote(self, report: PurgeReport, tier: str, operation: Any) -> None:
@@ -170,13 +187,13 @@ class Purger:
             report[tier] = None
             report.setdefault("errors", []).append(f"{tier}: {exc}")
 
-    async def _broadcast(self, report: PurgeReport, message: Invalidation) -> None:
+    async def _broadcast(self, report: PurgeReport, target: PurgeTarget) -> None:
         """Tell the other replicas; ``replicas_notified`` counts the subscribers reached
         (this replica included), ``None`` when nothing could be sent."""
         if self.bus is None:
             return
         try:
-            report["replicas_notified"] = await self.bus.publish(message)
+            report["replicas_notified"] = await self.bus.publish(Invalidation(target))
         except Exception as exc:  # any Redis failure: the purge is incomplete, say so
             report["replicas_notified"] = None
             report.setdefault("errors", []).append(

@@ -42,6 +42,7 @@ from core.headers import (
     replayed,
     upstream_headers,
 )
+from core.invalidation import ByTag
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES
@@ -493,7 +494,7 @@ class Engine:
         if self._routes.http_route(request.path) is None:
             return
         for uri in http_cache.invalidated_uris(request.target.path_qs, upstream.headers):
-            self._refreshes.spawn(self._purger.by_tag(http_cache.uri_tag(uri)))
+            self._refreshes.spawn(self._purger.purge(ByTag(http_cache.uri_tag(uri))))
 
     def _count_hit(self, route: RouteConfig, tier: str) -> None:
         counter = self._hit_counters.get((route.name, tier))

@@ -30,7 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from core.headers import Target
-from core.purge import PurgeReport
+from core.invalidation import ByRoute, ByTag, Everything, PurgeTarget
 from proxy.runtime import Runtime
 
 _REQUEST_FIELDS = {"method", "path", "headers", "body"}
@@ -46,7 +46,7 @@ async def purge(request: web.Request, runtime: Runtime) -> web.Response:
         return denied
     try:
         data = json.loads(await request.read())
-        report = await _run(runtime, data)
+        report = await runtime.purger.purge(_target(runtime, data))
     except json.JSONDecodeError as exc:
         return _error(400, f"body: not valid JSON ({exc.msg})")
     except BadPurge as exc:
@@ -55,30 +55,29 @@ async def purge(request: web.Request, runtime: Runtime) -> web.Response:
     return web.json_response({"purged": report}, status=status)
 
 
-async def _run(runtime: Runtime, data: Any) -> PurgeReport:
+def _target(runtime: Runtime, data: Any) -> PurgeTarget:
     if not isinstance(data, dict) or len(data) != 1:
         raise BadPurge('body: expected exactly one of "all", "route", "tag", "request"')
     ((kind, value),) = data.items()
-    purger = runtime.purger
     if kind == "all":
         if value is not True:
             raise BadPurge("all: expected true")
-        return await purger.everything()
+        return Everything()
     if kind == "route":
         if not isinstance(value, str) or runtime.config.route(value) is None:
             raise BadPurge(f"route: no route named {json.dumps(value)}")
-        return await purger.by_route(value)
+        return ByRoute(value)
     if kind == "tag":
         if not isinstance(value, str) or not value.strip():
             raise BadPurge("tag: expected a non-empty string")
-        return await purger.by_tag(value.strip())
+        return ByTag(value.strip())
     if kind == "request":
-        return await _purge_request(runtime, value)
+        return _request_target(runtime, value)
     raise BadPurge(f"{kind}: unknown field")
 
 
-async def _purge_request(runtime: Runtime, spec: Any) -> PurgeReport:
-    """Derive the key exactly as the proxy would for this request, and purge it."""
+def _request_target(runtime: Runtime, spec: Any) -> ByTag:
+    """The request's tag, derived exactly as the proxy derives it for this request."""
     if not isinstance(spec, dict):
         raise BadPurge("request: expected an object")
     unknown = sorted(set(spec) - _REQUEST_FIELDS)
@@ -106,8 +105,8 @@ async def _purge_request(runtime: Runtime, spec: Any) -> PurgeReport:
     else:
         raw = json.dumps(body).encode()
     headers = CIMultiDict(headers)
-    target = Target("http", headers.get("Host", ""), path, query)  # any authority: see by_request
-    return await runtime.purger.by_request(route, method.upper(), target, headers, raw)
+    target = Target("http", headers.get("Host", ""), path, query)  # any authority: the tag
+    return runtime.purger.request_target(route, method.upper(), target, headers, raw)
 
 
 def _check_auth(request: web.Request, runtime: Runtime) -> web.Response | None:
