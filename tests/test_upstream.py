@@ -21,19 +21,7 @@ from core.metrics import Metrics
 from proxy.forward import Buffered, Upstream
 from tests.conftest import DEFAULT_ROUTES
 from tests.upstream import FakeUpstream, echo_of
-
-#: A chunked request body larger than this fails the test upstream (a bound on its loop).
-MAX_BODY = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the upstream read it off the wire."""
-
-    connection: int
-    method: str
-    target: str
-    body: bytes
+from tests.wire import Seen, read_request
 
 
 class ClosingUpstream:
@@ -75,7 +63,7 @@ class ClosingUpstream:
         self._writers.add(writer)
         try:
             for answered in range(self.answers + 1):
-                seen = await _read_request(reader, connection)
+                seen = await read_request(reader, connection)
                 if seen is None:  # the client closed its pooled connection
                     return
                 self.seen.append(seen)
@@ -90,36 +78,6 @@ class ClosingUpstream:
         finally:
             self._writers.discard(writer)
             writer.close()
-
-
-async def _read_request(reader: asyncio.StreamReader, connection: int) -> Seen | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    request_line, *lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = request_line.split(" ")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = await _read_chunked(reader)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return Seen(connection, method, target, body)
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = b""
-    while len(body) <= MAX_BODY:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        chunk = await reader.readexactly(size + 2)
-        if size == 0:
-            return body
-        body += chunk[:-2]
-    raise AssertionError("request body over the test upstream's limit")
 
 
 def _answer(seen: Seen, number: int) -> bytes:

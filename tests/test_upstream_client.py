@@ -27,20 +27,10 @@ from proxy.upstream_client import (
 )
 from tests.conftest import wait_until
 from tests.upstream import FakeUpstream, echo_of
+from tests.wire import Seen, read_request
 
 #: How long a test waits for something that should happen at once.
 PROMPT = 5.0
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the service read it off the wire."""
-
-    connection: int
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
 
 
 #: What the service does with a request: writes to ``writer``; returns whether the
@@ -77,7 +67,7 @@ class Scripted:
         self.writers.add(writer)
         try:
             while True:
-                seen = await _read_request(reader, number)
+                seen = await read_request(reader, number)
                 if seen is None:
                     self.closed_by_client += 1
                     self.client_closed.set()
@@ -95,28 +85,6 @@ class Scripted:
         finally:
             self.writers.discard(writer)
             writer.close()
-
-
-async def _read_request(reader: asyncio.StreamReader, connection: int) -> Seen | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    request_line, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-    method, target, _ = request_line.split(" ")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            body += (await reader.readexactly(size + 2))[:-2]
-        await reader.readexactly(2)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return Seen(connection, method, target, headers, body)
 
 
 def answer(body: bytes = b"ok", status: str = "200 OK", *extra: str) -> bytes:
