@@ -594,6 +594,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx scenarios")
     parser.add_argument("--no-workers", action="store_true", help="skip the workers scaling")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the scenarios whose names contain one of these comma-separated words"
+        " (e.g. mix,hit: sidecache and nginx alike); targets without them show -",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.trials <= 10:
         parser.error("--trials: 1 to 10")
@@ -629,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         if status != 200:
             raise RuntimeError(f"sidecache pass-through answered {status}")
         scenarios = build_scenarios(servers)
+        if args.only:
+            words = [word.strip() for word in args.only.split(",") if word.strip()]
+            scenarios = [sc for sc in scenarios if any(word in sc.name for word in words)]
         short = sum(1 for sc in scenarios if sc.short)
         log(
             f"{len(scenarios)} scenarios x {args.trials} trials ({len(scenarios) - short} x"
