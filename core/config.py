@@ -240,6 +240,20 @@ class SemanticRouteConfig:
 
 
 @dataclass(frozen=True)
+class McpRouteConfig:
+    """A ``mode: mcp`` route's settings (see ``core.mcp``)."""
+
+    #: The longest a result is kept, whatever its ``ttlMs`` says.
+    max_ttl: float = _duration(3600.0)
+    #: Revisions before 2026-07-28 (no cache hints): list results are kept this long, per
+    #: tenant (0: not cached).
+    legacy_ttl: float = _duration(0.0)
+    #: Tools whose ``tools/call`` results are kept (per tenant, for the route's ``ttl``);
+    #: none by default, and never an error or ``isError`` result.
+    cache_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """One cacheable route: which requests it matches and how their answers are cached."""
 
@@ -267,7 +281,9 @@ class RouteConfig:
     max_concurrency: int = 0
     #: ``json``: keyed by the JSON body, fresh for ``ttl`` (agent selection, search).
     #: ``http``: a shared HTTP cache by RFC 9111 (GET routes; ``ttl`` is the heuristic).
+    #: ``mcp``: an MCP endpoint, cached by MCP's own rules (``mcp`` holds its settings).
     mode: str = "json"
+    mcp: McpRouteConfig = field(default_factory=McpRouteConfig)
 
 
 @dataclass(frozen=True)
@@ -510,8 +526,10 @@ def _check(config: Config) -> None:
             methods = ", ".join(ROUTE_METHODS)
             raise ConfigError(f'{where}.method: expected one of {methods}, got "{route.method}"')
         _check_tenant(route.tenant, f"{where}.tenant")
-        if route.mode not in ("json", "http"):
-            raise ConfigError(f'{where}.mode: expected "json" or "http", got "{route.mode}"')
+        if route.mode not in ROUTE_MODES:
+            modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
+            raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
+        _check_mcp_route(route, where)
         if route.mode == "http" and route.method.upper() != "GET":
             raise ConfigError(f'{where}.method: mode "http" caches GET, got "{route.method}"')
         for j, status in enumerate(route.statuses):
@@ -537,6 +555,7 @@ def _check(config: Config) -> None:
     _check_logging(config.logging)
 
 
+ROUTE_MODES = ("json", "http", "mcp")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Methods a route may name ("*": any).
 ROUTE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY", "*")
@@ -558,6 +577,19 @@ def _check_route_path(path: str, where: str) -> None:
             )
     if any(c.isspace() for c in path):
         raise ConfigError(f'{where}: "{path}" has white space and would never match')
+
+
+def _check_mcp_route(route: RouteConfig, where: str) -> None:
+    """An MCP endpoint takes POSTs (and, before 2026-07-28, GET streams and DELETEs)."""
+    if route.mode != "mcp":
+        return
+    if route.method.upper() not in ("POST", "*"):
+        raise ConfigError(f'{where}.method: mode "mcp" expects "*" or POST, got "{route.method}"')
+    if route.semantic is not None:
+        raise ConfigError(f'{where}.semantic: not available with mode "mcp"')
+    for i, name in enumerate(route.mcp.cache_tools):
+        if not name.strip():
+            raise ConfigError(f"{where}.mcp.cache_tools[{i}]: expected a tool name")
 
 
 def _check_tenant(tenant: TenantConfig, where: str) -> None:

@@ -137,6 +137,19 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.mcp_calls = Counter(
+            "sidecache_mcp_calls_total",
+            "JSON-RPC calls on MCP routes by method (known MCP methods, else other) and cache "
+            "result.",
+            ["route", "method", "cache"],
+            registry=r,
+        )
+        self.mcp_invalidations = Counter(
+            "sidecache_mcp_invalidations_total",
+            "Cached MCP results dropped for a server notification or an invalid cursor.",
+            ["route", "reason"],
+            registry=r,
+        )
         self.tier_available = Gauge(
             "sidecache_tier_available",
             "1 when a remote tier is in use, 0 while its circuit breaker skips it.",

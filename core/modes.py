@@ -1,19 +1,21 @@
-"""The two ways a route caches: ``json`` (config-driven, keyed by the JSON body) and
-``http`` (a shared HTTP cache by RFC 9111). The engine asks its route's mode what to do at
-each step of the flow and otherwise runs the same code for both: every json/http difference
-is a method or an attribute here."""
+"""The ways a route caches: ``json`` (config-driven, keyed by the JSON body), ``http`` (a
+shared HTTP cache by RFC 9111) and ``mcp`` (an MCP endpoint, by MCP's own caching rules).
+The engine asks its route's mode what to do at each step of the flow and otherwise runs the
+same code for all: every difference is a method or an attribute here."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import lru_cache
 
 from multidict import MultiMapping
 
-from core import http_cache
-from core.config import RouteConfig
+from core import http_cache, mcp, sse
+from core.config import RouteConfig, TenantConfig
 from core.entry import CachedResponse
 from core.headers import combined, storable_headers
+from core.keys import canonical_json, tenant_of
 from core.policy import (
     Decision,
     cache_control,
@@ -42,6 +44,10 @@ class JsonMode:
     head_from_get = False
     #: A successful unsafe request invalidates what is stored for its URI (RFC 9111 §4.4).
     invalidated_by_unsafe = False
+    #: Requests are JSON-RPC calls classified by the mode (``McpMode``): the engine keys,
+    #: stores and answers them through the mode's ``classify`` / ``keyed`` / ``stored`` /
+    #: ``answer``.
+    classifies = False
 
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
@@ -146,7 +152,84 @@ class HttpMode(JsonMode):
         )
 
 
-MODES: dict[str, JsonMode] = {"json": JsonMode(), "http": HttpMode()}
+class McpMode(JsonMode):
+    """An MCP streamable-HTTP endpoint (``core.mcp``): one JSON-RPC call per POST, keyed by
+    its method and result-affecting parameters, stored as its ``result`` alone for the
+    ``ttlMs`` the server gave (capped by ``mcp.max_ttl``), shared across tenants only when
+    the server said ``cacheScope: public``, and answered with each requester's own ``id``."""
+
+    name = "mcp"
+    fast_hits = False  # every hit carries the requester's id: the engine renders it
+    classifies = True
+
+    def policy(self, route: RouteConfig) -> mcp.Policy:
+        settings = route.mcp
+        return mcp.Policy(settings.max_ttl, settings.legacy_ttl, settings.cache_tools, route.ttl)
+
+    def classify(
+        self, route: RouteConfig, headers: Mapping[str, str], body: bytes
+    ) -> mcp.Call | mcp.Refused | None:
+        return mcp.classify(headers, body, self.policy(route))
+
+    def keyed(
+        self, route: RouteConfig, call: mcp.Call, headers: Mapping[str, str]
+    ) -> tuple[RouteConfig, dict[str, bytes]]:
+        """The route keys are derived under (no tenant partition of its own: the scope is
+        in the keyed body) and the keyed body of each scope the answer may be stored in,
+        ``public`` first (looked up first). Only a 2026-07-28 cacheable method can be public.
+
+        A public result is shared across authorization contexts (caching §"Security
+        Considerations"), but not between a request that carries credentials and one that
+        carries none: the service may refuse the anonymous one, so it gets its own."""
+        private = tenant_of(headers, route.tenant)
+        bodies = {}
+        if call.modern and call.method in mcp.CACHEABLE:
+            anonymous = private == tenant_of({}, route.tenant)
+            audience = "anonymous" if anonymous else "credentialed"
+            bodies[mcp.PUBLIC] = canonical_json(["public", audience, call.keyed.decode()])
+        bodies[mcp.PRIVATE] = canonical_json(["private", private, call.keyed.decode()])
+        return _unpartitioned(route), bodies
+
+    def stored(
+        self, route: RouteConfig, call: mcp.Call, status: int, message: object, now: float
+    ) -> tuple[str, CachedResponse] | str:
+        """The scope and entry to store from an upstream answer (the parsed JSON body, or
+        the final response of an event stream), or why it is not stored."""
+        verdict = mcp.judge(call, self.policy(route), status, message)
+        if isinstance(verdict, str):
+            return verdict
+        entry = CachedResponse(
+            status=200,
+            headers=(("Content-Type", "application/json"),),
+            body=verdict.result,
+            stored_at=now,
+            ttl=verdict.lifetime,
+            tags=call.tags,
+            route=route.name,
+        )
+        return verdict.scope, entry
+
+    def answer(
+        self, call: mcp.Call, entry: CachedResponse, accept: str | None, now: float
+    ) -> tuple[dict[str, str], bytes] | None:
+        """Headers and body answering ``call`` from ``entry``: JSON or a one-event stream,
+        whichever the client accepts (``None``: neither)."""
+        stream = mcp.wants_event_stream(accept)
+        if stream is None:
+            return None
+        message = mcp.render(call.id, entry.body, entry.expires_at - now)
+        if not stream:
+            return {"Content-Type": "application/json"}, message
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        return headers, sse.encode(message.decode())
+
+
+@lru_cache(maxsize=64)
+def _unpartitioned(route: RouteConfig) -> RouteConfig:
+    return replace(route, tenant=TenantConfig(shared=True))
+
+
+MODES: dict[str, JsonMode] = {"json": JsonMode(), "http": HttpMode(), "mcp": McpMode()}
 
 
 def _seconds(directives: dict[str, str | None], name: str) -> float:

@@ -11,6 +11,7 @@ methods) are marked where they happen.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from multidict import CIMultiDict, MultiMapping
 
-from core import http_cache
+from core import http_cache, mcp
 from core.cache import Hit
 from core.config import RouteConfig
 from core.decisions import (
@@ -45,7 +46,7 @@ from core.headers import (
 from core.invalidation import ByTag
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
-from core.modes import CLIENT_CONDITIONALS, MODES
+from core.modes import CLIENT_CONDITIONALS, MODES, McpMode
 from core.outcome import (
     Outcome,
     failed,
@@ -55,9 +56,11 @@ from core.outcome import (
     stale_on_error,
     streamed,
 )
-from core.policy import Decision, decide
+from core.policy import Decision, decide, is_event_stream
 from core.singleflight import SingleFlight
-from proxy.exchange import BodyTimeout, Reply, Request
+from core.sse import Event
+from proxy.event_relay import EventRelay
+from proxy.exchange import BodyTimeout, BufferedBody, Reply, Request
 from proxy.forward import (
     IDEMPOTENT_METHODS,
     REPLAY_LIMIT,
@@ -81,6 +84,7 @@ FAST_KEY_MEMO_MAX = 4096
 PASSED = passed("pass", "bypass")  # no route: relayed as it is
 BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
 BODY_TIMEOUT = Outcome("error", detail="body-timeout")
+HEADER_MISMATCH = Outcome("error", detail="header-mismatch")  # MCP: refused, not forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +266,8 @@ class Engine:
 
     async def _handle_route(self, request: Request, route: RouteConfig) -> Reply:
         mode = MODES[route.mode]
+        if isinstance(mode, McpMode):
+            return await self._handle_call(request, route, mode)
         decision = mode.decide(route, request.headers, request.body.length)
         if decision is Decision.BYPASS:
             return await self._pass_through(request, route.name, BYPASSED)
@@ -496,6 +502,156 @@ class Engine:
         for uri in http_cache.invalidated_uris(request.target.path_qs, upstream.headers):
             self._refreshes.spawn(self._purger.purge(ByTag(http_cache.uri_tag(uri))))
 
+    # --- JSON-RPC calls (mode: mcp; the rules are core/mcp.py) ------------------------------
+
+    async def _handle_call(self, request: Request, route: RouteConfig, mode: McpMode) -> Reply:
+        """An MCP endpoint: the flow above with the call classified from its body, keys
+        per cache scope, hits answered with the requester's id (JSON or an event stream),
+        and every event stream relayed read for change notifications."""
+        method = None
+        reply: Reply | None = None
+        try:
+            decision = mode.decide(route, request.headers, request.body.length)
+            if request.method != "POST" or decision is Decision.BYPASS:
+                reply = await self._relay_call(request, route, BYPASSED)
+                return reply
+            body = await request.body.read()
+            request.body = BufferedBody(body)  # read once; a pass-through sends these bytes
+            call = mode.classify(route, request.headers, body)
+            if isinstance(call, mcp.Refused):
+                reply = _refused_reply(call)
+                return reply
+            method = call.method if call is not None else None
+            if call is None or call.uncacheable is not None:
+                reply = await self._relay_call(request, route, BYPASSED)
+                return reply
+            reply = await self._cached_call(request, route, mode, call, decision)
+            return reply
+        finally:
+            label = reply.outcome.label if reply is not None else "error"
+            self._metrics.mcp_calls.labels(route.name, mcp.metric_method(method), label).inc()
+
+    async def _cached_call(
+        self,
+        request: Request,
+        route: RouteConfig,
+        mode: McpMode,
+        call: mcp.Call,
+        decision: Decision,
+    ) -> Reply:
+        key_route, bodies = mode.keyed(route, call, request.headers)
+        generation = self._generations.get(route.name)
+        keys = {
+            scope: self._keys.derive(
+                key_route, "POST", request.target, request.headers, keyed, generation
+            )
+            for scope, keyed in bodies.items()
+        }
+        accept = request.headers.get("Accept")
+        if decision is Decision.LOOKUP:
+            for key in keys.values():  # public first: the server said anyone may share it
+                hit = await self._lookup_exact(key.key)
+                if hit is None or not hit.entry.is_fresh(time.time()):
+                    continue
+                reply = _answer_call(mode, call, hit.entry, accept, fresh_hit(hit.tier))
+                if reply is not None:
+                    self._count_hit(route, hit.tier)
+                    return reply
+        private = keys[mcp.PRIVATE]
+        outgoing = self._outgoing(request, route, private, request.body.whole or b"")
+        fetch = functools.partial(self._fetch_call, outgoing, call, keys)
+        result, joined = await self._flights.do(private.key, fetch)
+        if joined:
+            # Same key, so same tenant: the leader's stored result, with this caller's id.
+            shared = result.entry and _answer_call(
+                mode, call, result.entry, accept, fetched("miss", stored=False, collapsed=True)
+            )
+            if shared:
+                self._metrics.coalesced.labels(route.name).inc()
+                return shared
+            result = await self._fetch_call(outgoing, call, keys)
+        answer = result.answer
+        if isinstance(answer, Streaming):
+            on_event = self._call_events(route, call, keys, answer.response.status)
+            relay = EventRelay(answer.response, answer.prefix, on_event)
+            return _relay(relay, answer.prefix, streamed("miss"))  # type: ignore[arg-type]
+        return _answer_fetched(request, route, answer, False, "miss")
+
+    async def _fetch_call(
+        self, outgoing: Outgoing, call: mcp.Call, keys: dict[str, RequestKey]
+    ) -> Fetched:
+        route = outgoing.route
+        answer = await self._upstream.fetch(
+            route.name,
+            outgoing.method,
+            outgoing.path_qs,
+            outgoing.headers,
+            outgoing.body,
+            route.max_entry_size,
+        )
+        if isinstance(answer, Streaming):
+            return Fetched(answer)
+        message = mcp.parse_message(answer.body.decode("utf-8", "replace"))
+        await self._invalidate(route, mcp.invalid_cursor_tags(call, message), "cursor")
+        entry = self._store_call(route, call, keys, answer.status, message)
+        answer.stored = entry is not None
+        return Fetched(answer, entry)
+
+    def _store_call(
+        self,
+        route: RouteConfig,
+        call: mcp.Call,
+        keys: dict[str, RequestKey],
+        status: int,
+        message: object,
+    ) -> CachedResponse | None:
+        mode = MODES[route.mode]
+        assert isinstance(mode, McpMode)
+        verdict = mode.stored(route, call, status, message, time.time())
+        if isinstance(verdict, str):
+            log.debug("not storing %s %s answer: %s", route.name, call.method, verdict)
+            return None
+        scope, entry = verdict
+        key = keys[scope]
+        entry = replace(entry, tags=(*entry.tags, key.request_tag))
+        return entry if self._cache.store(key.key, entry) else None
+
+    def _call_events(
+        self,
+        route: RouteConfig,
+        call: mcp.Call | None,
+        keys: dict[str, RequestKey] | None,
+        status: int,
+    ):
+        """What an MCP route does with each event of a stream it relays: a change
+        notification drops what it makes stale (before the client reads it); the final
+        response to a cacheable call is stored when the rules allow."""
+
+        async def on_event(event: Event) -> None:
+            message = mcp.parse_message(event.data)
+            tags = mcp.invalidated_tags(message)
+            if tags:
+                await self._invalidate(route, tags, "notification")
+            elif call is not None and keys is not None and mcp.final_response(message, call):
+                await self._invalidate(route, mcp.invalid_cursor_tags(call, message), "cursor")
+                self._store_call(route, call, keys, status, message)
+
+        return on_event
+
+    async def _relay_call(self, request: Request, route: RouteConfig, outcome: Outcome) -> Reply:
+        """Pass an MCP request on; an event stream in answer is read for notifications."""
+        reply = await self._pass_through(request, route.name, outcome)
+        if reply.stream is not None and is_event_stream(reply.stream.headers):
+            on_event = self._call_events(route, None, None, reply.stream.status)
+            reply.stream = EventRelay(reply.stream, reply.prefix, on_event)  # type: ignore[assignment]
+        return reply
+
+    async def _invalidate(self, route: RouteConfig, tags: tuple[str, ...], reason: str) -> None:
+        """Drop the entries ``tags`` name, here and on every replica."""
+        for tag in tags:
+            self._metrics.mcp_invalidations.labels(route.name, reason).inc()
+            await self._purger.by_tag(tag)
+
     def _count_hit(self, route: RouteConfig, tier: str) -> None:
         counter = self._hit_counters.get((route.name, tier))
         if counter is None:
@@ -535,6 +691,29 @@ def _answer_fetched(
     if MODES[route.mode].answers_conditionals and http_cache.not_modified(request.headers, headers):
         return _not_modified(headers, outcome)
     return Reply(answer.status, headers, outcome, body=answer.body)
+
+
+def _answer_call(
+    mode: McpMode, call: mcp.Call, entry: CachedResponse, accept: str | None, outcome: Outcome
+) -> Reply | None:
+    """A stored MCP result answering ``call`` with its own id (``None``: the client accepts
+    neither JSON nor an event stream)."""
+    now = time.time()
+    answer = mode.answer(call, entry, accept, now)
+    if answer is None:
+        return None
+    fields, body = answer
+    headers = CIMultiDict(fields)
+    headers[CACHE_STATUS] = outcome.cache_status
+    headers["Age"] = str(int(entry.age(now)))
+    return Reply(200, headers, outcome, body=body)
+
+
+def _refused_reply(refused: mcp.Refused) -> Reply:
+    headers = CIMultiDict(
+        {"Content-Type": "application/json", CACHE_STATUS: HEADER_MISMATCH.cache_status}
+    )
+    return Reply(400, headers, HEADER_MISMATCH, body=mcp.refusal(refused))
 
 
 def _not_modified(headers: CIMultiDict[str], outcome: Outcome) -> Reply:

@@ -517,3 +517,16 @@ def test_override_is_validated_like_the_file():
 def test_override_with_port_out_of_range_is_refused():
     with pytest.raises(ConfigError, match=r"^server\.port: expected a port 0-65535"):
         override(Config(), **{"server.port": 70000})
+
+
+def test_an_mcp_route_takes_its_settings_and_refuses_a_get_only_method():
+    route = {"name": "mcp", "path": "/mcp", "method": "*", "mode": "mcp"}
+    settings = {"max_ttl": "10m", "legacy_ttl": "30s", "cache_tools": ["list_agents"]}
+    config = config_from_dict({"routes": [{**route, "mcp": settings}]})
+    assert config.routes[0].mcp.max_ttl == 600.0
+    assert config.routes[0].mcp.legacy_ttl == 30.0
+    assert config.routes[0].mcp.cache_tools == ("list_agents",)
+    with pytest.raises(ConfigError, match=r'routes\[0\]\.method: mode "mcp"'):
+        config_from_dict({"routes": [{**route, "method": "GET"}]})
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.mcp\.max_ttl: expected a duration"):
+        config_from_dict({"routes": [{**route, "mcp": {"max_ttl": "soon"}}]})
