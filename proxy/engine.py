@@ -650,7 +650,7 @@ class Engine:
         """Drop the entries ``tags`` name, here and on every replica."""
         for tag in tags:
             self._metrics.mcp_invalidations.labels(route.name, reason).inc()
-            await self._purger.by_tag(tag)
+            await self._purger.purge(ByTag(tag))
 
     def _count_hit(self, route: RouteConfig, tier: str) -> None:
         counter = self._hit_counters.get((route.name, tier))
