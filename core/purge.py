@@ -84,6 +84,10 @@ class Purger:
         self._generations = generations
         self._routes = routes
         self.bus: InvalidationBus | None = None
+        #: Moves on whenever this replica drops entries (a purge of its own, another
+        #: replica's broadcast, a catch-up). An answer fetched while it moved may be what
+        #: the purge meant to drop: the engine does not store it (``stores_since``).
+        self.epoch = 0
 
     async def purge(self, target: PurgeTarget) -> PurgeReport:
         """Carry out a purge here and tell every other replica."""
@@ -164,10 +168,16 @@ class Purger:
         generations = await self._l2.generations(self._routes) if self._l2 is not None else {}
         for route, generation in generations.items():
             self._generations.advance(route, generation)
+        self.epoch += 1
         dropped = self._cache.l1.clear_nowait() if self._cache.l1 is not None else 0
         log.info("invalidation channel subscribed: dropped %d L1 entries to catch up", dropped)
 
+    def stores_since(self, epoch: int) -> bool:
+        """Whether an answer whose fetch began at ``epoch`` may still be stored."""
+        return self.epoch == epoch
+
     def _drop_local(self, target: PurgeTarget) -> int:
+        self.epoch += 1
         l1 = self._cache.l1
         if l1 is None:
             return 0

@@ -395,7 +395,7 @@ class Engine:
         if conditions and MODES[route.mode].revalidates:
             headers = headers.copy()
             headers.update(conditions)
-        request_time = time.time()
+        epoch, request_time = self._purger.epoch, time.time()
         answer = await self._upstream.fetch(
             route.name,
             outgoing.method,
@@ -409,15 +409,19 @@ class Engine:
         if answer.status == 304 and conditions and stale is not None:
             merged = http_cache.merge_not_modified(stale.headers, answer.headers)
             answer = Buffered(stale.status, CIMultiDict(merged), stale.body, revalidated=True)
-        return Fetched(answer, self._store(outgoing, answer, (request_time, time.time())))
+        times = (request_time, time.time())
+        return Fetched(answer, self._store(outgoing, answer, times, epoch))
 
     def _store(
-        self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float]
+        self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float], epoch: int
     ) -> CachedResponse | None:
-        """Store a storable answer; returns the entry stored, or ``None``."""
+        """Store a storable answer fetched from purge ``epoch`` on; returns the entry
+        stored, or ``None``."""
         route, key = outgoing.route, outgoing.key
         mode = MODES[route.mode]
         reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
+        if reason is None and not self._purger.stores_since(epoch):
+            reason = "a purge ran while it was fetched"
         if reason is not None:
             log.debug("not storing %s answer: %s", route.name, reason)
             return None
@@ -560,6 +564,7 @@ class Engine:
         private = keys[mcp.PRIVATE]
         outgoing = self._outgoing(request, route, private, request.body.whole or b"")
         fetch = functools.partial(self._fetch_call, outgoing, call, keys)
+        epoch = self._purger.epoch  # (for a streamed answer: see _call_events)
         result, joined = await self._flights.do(private.key, fetch)
         if joined:
             # Same key, so same tenant: the leader's stored result, with this caller's id.
@@ -572,7 +577,7 @@ class Engine:
             result = await self._fetch_call(outgoing, call, keys)
         answer = result.answer
         if isinstance(answer, Streaming):
-            on_event = self._call_events(route, call, keys, answer.response.status)
+            on_event = self._call_events(route, answer.response.status, call, keys, epoch)
             relay = EventRelay(answer.response, answer.prefix, on_event)
             return _relay(relay, answer.prefix, streamed("miss"))  # type: ignore[arg-type]
         return _answer_fetched(request, route, answer, False, "miss")
@@ -580,7 +585,7 @@ class Engine:
     async def _fetch_call(
         self, outgoing: Outgoing, call: mcp.Call, keys: dict[str, RequestKey]
     ) -> Fetched:
-        route = outgoing.route
+        route, epoch = outgoing.route, self._purger.epoch
         answer = await self._upstream.fetch(
             route.name,
             outgoing.method,
@@ -593,7 +598,7 @@ class Engine:
             return Fetched(answer)
         message = mcp.parse_message(answer.body.decode("utf-8", "replace"))
         await self._invalidate(route, mcp.invalid_cursor_tags(call, message), "cursor")
-        entry = self._store_call(route, call, keys, answer.status, message)
+        entry = self._store_call(route, call, keys, answer.status, message, epoch)
         answer.stored = entry is not None
         return Fetched(answer, entry)
 
@@ -604,10 +609,13 @@ class Engine:
         keys: dict[str, RequestKey],
         status: int,
         message: object,
+        epoch: int,
     ) -> CachedResponse | None:
         mode = MODES[route.mode]
         assert isinstance(mode, McpMode)
         verdict = mode.stored(route, call, status, message, time.time())
+        if not isinstance(verdict, str) and not self._purger.stores_since(epoch):
+            verdict = "a purge ran while it was fetched"
         if isinstance(verdict, str):
             log.debug("not storing %s %s answer: %s", route.name, call.method, verdict)
             return None
@@ -619,13 +627,15 @@ class Engine:
     def _call_events(
         self,
         route: RouteConfig,
-        call: mcp.Call | None,
-        keys: dict[str, RequestKey] | None,
         status: int,
+        call: mcp.Call | None = None,
+        keys: dict[str, RequestKey] | None = None,
+        epoch: int = 0,
     ):
         """What an MCP route does with each event of a stream it relays: a change
         notification drops what it makes stale (before the client reads it); the final
-        response to a cacheable call is stored when the rules allow."""
+        response to a cacheable call is stored when the rules allow, unless a purge ran
+        since purge ``epoch`` (a notification in this very stream counts)."""
 
         async def on_event(event: Event) -> None:
             message = mcp.parse_message(event.data)
@@ -634,7 +644,7 @@ class Engine:
                 await self._invalidate(route, tags, "notification")
             elif call is not None and keys is not None and mcp.final_response(message, call):
                 await self._invalidate(route, mcp.invalid_cursor_tags(call, message), "cursor")
-                self._store_call(route, call, keys, status, message)
+                self._store_call(route, call, keys, status, message, epoch)
 
         return on_event
 
@@ -642,7 +652,7 @@ class Engine:
         """Pass an MCP request on; an event stream in answer is read for notifications."""
         reply = await self._pass_through(request, route.name, outcome)
         if reply.stream is not None and is_event_stream(reply.stream.headers):
-            on_event = self._call_events(route, None, None, reply.stream.status)
+            on_event = self._call_events(route, reply.stream.status)
             reply.stream = EventRelay(reply.stream, reply.prefix, on_event)  # type: ignore[assignment]
         return reply
 

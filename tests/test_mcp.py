@@ -294,6 +294,24 @@ async def test_a_notification_invalidates_its_entries(
     response.close()
 
 
+async def test_a_result_fetched_across_a_notification_is_not_stored(proxy, server):
+    (response, task), queue = await listen(proxy, server)
+    server.gate.clear()
+    pending = asyncio.ensure_future(call(proxy, "tools/list"))
+    await wait_until(lambda: _true(server.calls["tools/list"] == 1))
+
+    server.notify("notifications/tools/list_changed")
+    await asyncio.wait_for(queue.get(), 10)
+    server.gate.set()
+    _, first, _ = await asyncio.wait_for(pending, 10)
+    _, second, _ = await call(proxy, "tools/list")
+
+    assert "stored" not in first  # it may be the list from before the change
+    assert "stored" in second
+    task.cancel()
+    response.close()
+
+
 async def test_a_resource_update_leaves_other_resources_cached(proxy, server):
     await call(proxy, "resources/read", {"uri": "file:///a"})
     await call(proxy, "resources/read", {"uri": "file:///b"})

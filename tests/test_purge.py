@@ -1,5 +1,6 @@
 """POST /purge on the admin port: by request, route, tag and all; auth; validation."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -77,6 +78,28 @@ async def test_purge_by_tag_drops_entries_tagged_by_the_upstream(
     assert (report["l1"], report["l2"]) == (1, 1)
     assert await _status(proxy, {"task": "t1"}, tagged) == "sidecache; fwd=miss; stored"
     assert await _status(proxy, {"task": "t2"}, other) == "sidecache; hit; detail=l1"
+
+
+@pytest.mark.parametrize("purge", [{"tag": "billing"}, {"tag": "an unrelated tag"}, {"all": True}])
+async def test_an_answer_fetched_while_a_purge_ran_is_not_stored(
+    make_proxy, upstream, admin_token, purge
+):
+    """The upstream may have answered from before the change the purge is for: whatever
+    the purge named, an answer in flight across it is relayed but not kept."""
+    proxy = await make_proxy()
+    tagged = {"X-Echo-Surrogate-Key": "billing"}
+    upstream.hold = asyncio.Event()
+    pending = asyncio.ensure_future(proxy.client.post(SELECT, json={"task": "t"}, headers=tagged))
+    await asyncio.wait_for(upstream.holding.wait(), 10)
+    response = await proxy.admin.post("/purge", json=purge, headers=admin_token)
+    assert response.status == 200
+    upstream.hold.set()
+
+    answered = await asyncio.wait_for(pending, 10)
+    assert answered.status == 200
+    assert answered.headers["Cache-Status"] == "sidecache; fwd=miss"  # not stored
+    assert await _status(proxy, {"task": "t"}, tagged) == "sidecache; fwd=miss; stored"
+    assert await _status(proxy, {"task": "t"}, tagged) == "sidecache; hit; detail=l1"
 
 
 async def test_cache_tag_header_values_are_tags_too(make_proxy, upstream, admin_token):

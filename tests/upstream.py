@@ -30,6 +30,10 @@ class FakeUpstream:
         self.delay = 0.0
         self.canned: dict[str, Canned] = {}
         self.sse_release = asyncio.Event()
+        #: When set to an event, every echoed request waits for it, and ``holding`` is set
+        #: once one does: a test acts while a request is at the upstream.
+        self.hold: asyncio.Event | None = None
+        self.holding = asyncio.Event()
         self.in_flight = 0
         self.max_in_flight = 0
         self.cancelled = 0
@@ -70,6 +74,9 @@ class FakeUpstream:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             body = await request.read()
+            if self.hold is not None:
+                self.holding.set()
+                await self.hold.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
             canned = self.canned.get(request.path)
