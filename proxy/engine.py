@@ -301,10 +301,11 @@ class Engine:
                 # variant): it makes its own call instead.
                 result, joined = await self._fetch(outgoing), False
         except UpstreamError as exc:
-            if fallback is None:
+            stale = fallback or step.offline
+            if stale is None:
                 raise
-            self._count_hit(route, fallback.tier)
-            return _answer_stale_on_error(fallback, exc.reason)
+            self._count_hit(route, stale.tier)
+            return _answer_stale_on_error(stale, exc.reason)
         answer = result.answer
         if isinstance(answer, Buffered) and fallback_instead(fallback, answer.status):
             assert fallback is not None
@@ -462,8 +463,8 @@ class Engine:
         upstream = await self._upstream.open(
             route_name, request.method, request.target.path_qs, headers, body
         )
-        if request.method in http_cache.UNSAFE_METHODS and upstream.status < 400:
-            self._invalidate_uris(request, upstream)
+        if http_cache.invalidates(request.method, upstream.status):
+            await self._invalidate_uris(request, upstream)
         length = upstream.content_length
         if request.method == "HEAD" or length is None or length > SMALL_ANSWER:
             return _relay(upstream, b"", outcome)
@@ -487,13 +488,14 @@ class Engine:
             return await body.read()
         return body.stream()
 
-    def _invalidate_uris(self, request: Request, upstream: Response) -> None:
+    async def _invalidate_uris(self, request: Request, upstream: Response) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
-        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
+        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica,
+        before its answer is sent: a request that follows it never sees the old entry."""
         if self._routes.http_route(request.path) is None:
             return
         for uri in http_cache.invalidated_uris(request.target.path_qs, upstream.headers):
-            self._refreshes.spawn(self._purger.by_tag(http_cache.uri_tag(uri)))
+            await self._purger.by_tag(http_cache.uri_tag(uri))
 
     def _count_hit(self, route: RouteConfig, tier: str) -> None:
         counter = self._hit_counters.get((route.name, tier))
