@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo bench test lint format clean
+.PHONY: install demo bench test lint format clean conformance conformance-suite
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run --out bench-results.json
 
-test: $(STAMP)
+# The public HTTP cache test suite (npm http-cache-tests), installed outside the repository
+# (see bench/conformance.py); `make conformance` prints sidecache's score per suite.
+conformance-suite: $(STAMP)
+	$(PY) -m bench.conformance --install-only
+
+conformance: conformance-suite
+	$(PY) -m bench.conformance
+
+test: $(STAMP) conformance-suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q

@@ -243,8 +243,6 @@ class SemanticRouteConfig:
 class McpRouteConfig:
     """A ``mode: mcp`` route's settings (see ``core.mcp``)."""
 
-    #: The longest a result is kept, whatever its ``ttlMs`` says.
-    max_ttl: float = _duration(3600.0)
     #: Revisions before 2026-07-28 (no cache hints): list results are kept this long, per
     #: tenant (0: not cached).
     legacy_ttl: float = _duration(0.0)
@@ -280,9 +278,22 @@ class RouteConfig:
     #: Upstream requests in flight at once for this route (0 = only the overall bound).
     max_concurrency: int = 0
     #: ``json``: keyed by the JSON body, fresh for ``ttl`` (agent selection, search).
-    #: ``http``: a shared HTTP cache by RFC 9111 (GET routes; ``ttl`` is the heuristic).
+    #: ``http``: a shared HTTP cache by RFC 9111 (``method`` GET or ``*``: GET and HEAD are
+    #: cached, other methods passed through). ``ttl`` and ``statuses`` are json-mode only;
+    #: ``keep`` and ``targeted`` below are http-mode only.
     #: ``mcp``: an MCP endpoint, cached by MCP's own rules (``mcp`` holds its settings).
     mode: str = "json"
+    #: http and mcp: the longest an answer stays fresh, whatever the upstream says (in http
+    #: mode also the cap of the heuristic freshness, 10 % of the ``Last-Modified`` age). No
+    #: freshness is made up.
+    max_ttl: float = _duration(86400.0)
+    #: http: how long a stale entry is kept past its freshness: to be revalidated with a
+    #: conditional request, or answered (where its directives allow) while the upstream
+    #: cannot be reached.
+    keep: float = _duration(3600.0)
+    #: http: targeted cache-control fields honoured (RFC 9213), first present one wins
+    #: over ``Cache-Control``; empty: none.
+    targeted: tuple[str, ...] = ("CDN-Cache-Control",)
     mcp: McpRouteConfig = field(default_factory=McpRouteConfig)
 
 
@@ -530,8 +541,14 @@ def _check(config: Config) -> None:
             modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
             raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
         _check_mcp_route(route, where)
-        if route.mode == "http" and route.method.upper() != "GET":
-            raise ConfigError(f'{where}.method: mode "http" caches GET, got "{route.method}"')
+        if route.mode == "http" and route.method.upper() not in ("GET", "*"):
+            raise ConfigError(
+                f'{where}.method: mode "http" caches GET (and HEAD): expected "GET" or "*", '
+                f'got "{route.method}"'
+            )
+        for j, name in enumerate(route.targeted):
+            if not _FIELD_NAME.match(name):
+                raise ConfigError(f'{where}.targeted[{j}]: expected a field name, got "{name}"')
         for j, status in enumerate(route.statuses):
             if not 200 <= status <= 599:
                 raise ConfigError(f"{where}.statuses[{j}]: expected a status 200-599, got {status}")
@@ -562,6 +579,7 @@ ROUTE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QU
 EMBEDDER_KINDS = ("wordllama", "openai")
 WORDLLAMA_DIM = 256
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 def _check_route_path(path: str, where: str) -> None:

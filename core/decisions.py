@@ -17,6 +17,7 @@ from core import http_cache
 from core.cache import Hit
 from core.config import RouteConfig
 from core.entry import CachedResponse
+from core.modes import MODES
 from core.outcome import Outcome, fresh_hit, passed, stale_hit
 from core.policy import Decision
 
@@ -34,11 +35,14 @@ class Serve:
 class Fetch:
     """Ask the upstream (one call per key at a time). ``revalidate``: a stored entry whose
     validators make the request conditional; ``fallback``: what to answer if the upstream
-    fails (stale-if-error); ``fwd``: why the request goes forward (RFC 9211)."""
+    fails (stale-if-error); ``offline``: what to answer only if the upstream cannot be
+    reached at all (RFC 9111 §4.2.4, HTTP mode); ``fwd``: why the request goes forward
+    (RFC 9211)."""
 
     fwd: str
     revalidate: CachedResponse | None = None
     fallback: Hit | None = None
+    offline: Hit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,8 @@ def after_lookup(
       with a chance rising to 1 at expiry (so replicas spread their refreshes);
     - stale inside stale-while-revalidate (RFC 5861 §3): serve it and refresh it;
     - otherwise fetch, conditionally when the stale entry has validators (RFC 9111 §4.3.1),
-      keeping it as the answer should the upstream fail inside stale-if-error (RFC 5861 §4);
+      keeping it as the answer should the upstream fail inside stale-if-error (RFC 5861 §4)
+      or, in HTTP mode, be unreachable where the entry's directives allow (RFC 9111 §4.2.4);
     - a ``HEAD`` with no usable entry is passed on unstored.
     """
     if hit is not None and hit.entry.is_fresh(now):
@@ -77,7 +82,10 @@ def after_lookup(
         return Relay(passed("miss", "miss"))
     if hit is not None:
         fallback = hit if hit.entry.may_serve_on_error(now) else None
-        return Fetch("stale", revalidate=hit.entry, fallback=fallback)
+        offline = None
+        if fallback is None and MODES[route.mode].serves_stale_when_disconnected(route, hit.entry):
+            offline = hit
+        return Fetch("stale", revalidate=hit.entry, fallback=fallback, offline=offline)
     return Fetch("miss" if decision is Decision.LOOKUP else "request")
 
 

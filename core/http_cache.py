@@ -1,33 +1,53 @@
 """RFC 9111 rules for routes in ``mode: http``: sidecache as a correct shared HTTP cache.
 
-Pure functions over headers; the handler decides when to call them.
+Pure functions over headers; the engine decides when to call them.
 
-- Storing (9111 §3): not ``no-store`` / ``private``; a request with ``Authorization`` only
+- Directives (§5.2): ``Cache-Control`` read as one list over all its lines (RFC 9110 §5.3),
+  quoted strings kept whole, the first occurrence of a directive winning; a targeted field
+  (``CDN-Cache-Control``, RFC 9213) that is present and valid replaces ``Cache-Control``.
+- Storing (§3): not ``no-store`` / ``private``; a request with ``Authorization`` only
   when the response says ``public``, ``s-maxage`` or ``must-revalidate`` (§3.5); never
   ``Vary: *``; never ``Set-Cookie`` (a shared cache must not hand one client's cookie to
-  another).
+  another). Any final status with explicit freshness is storable; without, only the
+  heuristically cacheable ones (RFC 9110 §15.1); ``must-understand`` only for a status
+  sidecache understands (§5.2.2.3).
 - Freshness lifetime (§4.2.1): ``s-maxage``, else ``max-age``, else ``Expires - Date``,
-  else a heuristic: 10 % of the time since ``Last-Modified``, at most the route's ``ttl``
-  (and the route's ``ttl`` when there is nothing to go on). ``no-cache`` makes it 0.
+  else, for a heuristically cacheable status only, 10 % of the time since
+  ``Last-Modified`` (at most the cap the caller gives), else none: no default freshness.
+  ``no-cache`` makes it 0.
 - Age (§4.2.3): the age the response already had when it arrived (``Age`` plus the
   response delay, or ``now - Date``, whichever is larger) is kept by back-dating the
-  entry, so ``Age`` and freshness keep counting from there.
-- ``must-revalidate`` / ``proxy-revalidate``: a stale entry is never served, not even on
-  error (§4.2.4).
+  entry, so ``Age`` and freshness keep counting from there. An invalid ``Age`` makes the
+  response stale (§5.1: of a list, the first member counts).
+- Stale (§4.2.4): never against ``must-revalidate``, ``proxy-revalidate``, ``s-maxage``
+  (§5.2.2.10) or ``no-cache``; otherwise when the origin allows it (RFC 5861) or, when
+  disconnected, on the cache's own initiative.
 """
 
 from __future__ import annotations
 
-import email.utils
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from multidict import MultiMapping
 
 from core.headers import combined
 from core.policy import Decision, cache_control, delta_seconds, pragma_no_cache
 
-#: Unsafe methods invalidate what is stored for their target URI (§4.4).
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Safe methods (RFC 9110 §9.2.1); every other method, known or not, is unsafe and
+#: invalidates what is stored for its target URI when it succeeds (§4.4).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 HEURISTIC_FRACTION = 0.1
+#: Statuses that may be given heuristic freshness (RFC 9110 §15.1).
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Statuses whose caching semantics sidecache knows, for ``must-understand`` (§5.2.2.3).
+UNDERSTOOD_STATUSES = HEURISTIC_STATUSES | {302, 303, 307, 400, 403, 500, 502, 503, 504}
+#: Directives that forbid serving the response stale, even when disconnected (§4.2.4).
+NO_STALE = frozenset({"must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"})
+#: The targeted field honoured by default (RFC 9213).
+TARGETED_FIELDS = ("CDN-Cache-Control",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +57,44 @@ class Freshness:
     lifetime: float
     initial_age: float
     stale_allowed: bool
+
+
+def invalidates(method: str, status: int) -> bool:
+    """Whether a request invalidates its target URI: an unsafe method with a non-error
+    (2xx or 3xx) answer (§4.4)."""
+    return method not in SAFE_METHODS and 200 <= status < 400
+
+
+def directives(value: str) -> dict[str, str | None]:
+    """A ``Cache-Control`` value as ``{name: argument}``: names lowercased, a quoted-string
+    argument unquoted (commas inside it belong to it), the first occurrence of a directive
+    kept (§4.2.1: a later ``max-age`` must not extend an earlier one)."""
+    out: dict[str, str | None] = {}
+    for part in _list_members(value):
+        name, sep, arg = part.partition("=")
+        name = name.strip().lower()
+        if not name or name in out:
+            continue
+        arg = arg.strip()
+        if sep and len(arg) >= 2 and arg[0] == arg[-1] == '"':
+            arg = _QUOTED_PAIR.sub(r"\1", arg[1:-1])
+        out[name] = arg if sep else None
+    return out
+
+
+def response_directives(
+    headers: Mapping[str, str], targeted: tuple[str, ...] = TARGETED_FIELDS
+) -> tuple[dict[str, str | None], bool]:
+    """The directives that rule a stored response, and whether they came from a targeted
+    field: the first of ``targeted`` that is present and valid replaces ``Cache-Control``
+    and ``Expires`` (RFC 9213 §2.1)."""
+    for name in targeted:
+        value = combined(headers, name).strip()
+        if value:
+            found = directives(value)
+            if found and all(_valid_directive(n, v) for n, v in found.items()):
+                return found, True
+    return directives(combined(headers, "Cache-Control")), False
 
 
 def request_decision(headers: Mapping[str, str]) -> Decision:
@@ -50,49 +108,88 @@ def request_decision(headers: Mapping[str, str]) -> Decision:
 
 
 def unstorable_reason(
-    request_headers: Mapping[str, str], response_headers: Mapping[str, str]
+    request_headers: Mapping[str, str],
+    response_headers: Mapping[str, str],
+    status: int = 200,
+    targeted: tuple[str, ...] = TARGETED_FIELDS,
 ) -> str | None:
     """Why a shared cache must not store this response, or None."""
-    directives = cache_control(combined(response_headers, "Cache-Control"))
+    found, from_target = response_directives(response_headers, targeted)
     if "no-store" in cache_control(combined(request_headers, "Cache-Control")):
         return "request-no-store"
-    if "no-store" in directives:
+    if status < 200 or status in (206, 304):
+        return "status"  # (partial content and 304s are not stored as such)
+    understood = status in UNDERSTOOD_STATUSES
+    if "must-understand" in found and not understood:
+        return "must-understand"
+    if "no-store" in found and not ("must-understand" in found and understood):
         return "no-store"
-    if "private" in directives:
+    if "private" in found:
         return "private"
     if "Set-Cookie" in response_headers:
         return "set-cookie"
     if "*" in vary_names(response_headers):
         return "vary-star"
     if "Authorization" in request_headers and not (
-        {"public", "s-maxage", "must-revalidate"} & directives.keys()
+        {"public", "s-maxage", "must-revalidate"} & found.keys()
     ):
         return "authorization"
+    explicit = {"public", "max-age", "s-maxage"} & found.keys() or (
+        not from_target and "Expires" in response_headers
+    )
+    if not explicit and status not in HEURISTIC_STATUSES:
+        return "status"
     return None
 
 
 def freshness(
-    headers: Mapping[str, str], default_ttl: float, request_time: float, response_time: float
+    headers: Mapping[str, str],
+    heuristic_cap: float,
+    request_time: float,
+    response_time: float,
+    *,
+    status: int = 200,
+    targeted: tuple[str, ...] = TARGETED_FIELDS,
 ) -> Freshness:
-    """Lifetime and initial age of a response received at ``response_time``."""
-    directives = cache_control(combined(headers, "Cache-Control"))
-    date = _http_date(headers.get("Date")) or response_time
-    stale_allowed = not ({"must-revalidate", "proxy-revalidate"} & directives.keys())
-    explicit = _explicit_lifetime(directives)
-    if "no-cache" in directives:
-        lifetime = 0.0
+    """Lifetime and initial age of a response received at ``response_time``; the
+    heuristic lifetime is at most ``heuristic_cap``."""
+    found, from_target = response_directives(headers, targeted)
+    date = parse_http_date(_single(headers, "Date")) or response_time
+    stale_allowed = not (NO_STALE & found.keys())
+    explicit = _explicit_lifetime(found)
+    age = age_value(headers)
+    if "no-cache" in found or age is None:
+        lifetime = 0.0  # (an invalid Age: stale, §5.1)
     elif explicit is not None:
         lifetime = explicit
-    elif "Expires" in headers:
-        expires = _http_date(headers.get("Expires"))
+    elif not from_target and "Expires" in headers:
+        expires = parse_http_date(_single(headers, "Expires"))
         lifetime = max(0.0, expires - date) if expires is not None else 0.0  # invalid = past
-    elif (modified := _http_date(headers.get("Last-Modified"))) is not None:
-        lifetime = min(default_ttl, max(0.0, date - modified) * HEURISTIC_FRACTION)
+    elif status in HEURISTIC_STATUSES and (
+        modified := parse_http_date(_single(headers, "Last-Modified"))
+    ):
+        lifetime = min(heuristic_cap, max(0.0, date - modified) * HEURISTIC_FRACTION)
     else:
-        lifetime = default_ttl
+        lifetime = 0.0  # no default freshness
     apparent_age = max(0.0, response_time - date)
-    corrected_age = (delta_seconds(headers.get("Age")) or 0.0) + (response_time - request_time)
+    corrected_age = (age or 0.0) + (response_time - request_time)
     return Freshness(lifetime, max(apparent_age, corrected_age), stale_allowed)
+
+
+def may_serve_stale(
+    headers: Mapping[str, str], targeted: tuple[str, ...] = TARGETED_FIELDS
+) -> bool:
+    """Whether a stored response may be served stale at all (§4.2.4)."""
+    return not (NO_STALE & response_directives(headers, targeted)[0].keys())
+
+
+def age_value(headers: Mapping[str, str]) -> float | None:
+    """The ``Age`` a response arrived with: 0 when absent; ``None`` when invalid. Of a list
+    (on one line or several), the first member counts (§5.1)."""
+    value = combined(headers, "Age")
+    if not value.strip():
+        return 0.0
+    return delta_seconds(value.split(",", 1)[0])
 
 
 def vary_names(headers: Mapping[str, str]) -> tuple[str, ...]:
@@ -138,15 +235,14 @@ def validators(headers: Mapping[str, str]) -> dict[str, str]:
 def not_modified(request_headers: Mapping[str, str], stored: Mapping[str, str]) -> bool:
     """Whether a client's own conditional request is satisfied by the stored response, so
     it can be answered 304 (§4.3.2: If-None-Match wins over If-Modified-Since)."""
-    if_none_match = request_headers.get("If-None-Match")
-    if if_none_match is not None:
+    if "If-None-Match" in request_headers:
         etag = stored.get("ETag")
         if etag is None:
             return False
-        tags = {_weak_compare(t) for t in if_none_match.split(",")}
+        tags = {_weak_compare(t) for t in combined(request_headers, "If-None-Match").split(",")}
         return "*" in tags or _weak_compare(etag) in tags
-    since = _http_date(request_headers.get("If-Modified-Since"))
-    modified = _http_date(stored.get("Last-Modified"))
+    since = parse_http_date(request_headers.get("If-Modified-Since"))
+    modified = parse_http_date(stored.get("Last-Modified"))
     return since is not None and modified is not None and modified <= since
 
 
@@ -187,14 +283,87 @@ def _explicit_lifetime(directives: dict[str, str | None]) -> float | None:
     return None
 
 
-def _http_date(value: str | None) -> float | None:
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_LONG_DAYS = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+#: The three HTTP-date forms (RFC 9110 §5.6.7), exactly: IMF-fixdate, RFC 850, asctime.
+_IMF = re.compile(rf"{_DAYS}, (\d\d) {_MONTH} (\d{{4}}) {_TIME} GMT")
+_RFC850 = re.compile(rf"{_LONG_DAYS}, (\d\d)-{_MONTH}-(\d\d) {_TIME} GMT")
+_ASCTIME = re.compile(rf"{_DAYS} {_MONTH} ([ \d]\d) {_TIME} (\d{{4}})")
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date in one of its three forms (RFC 9110 §5.6.7), case-sensitive as the
+    grammar is; anything else (two-digit years outside RFC 850, dashes, periods, extra
+    spaces, a one-digit hour, another zone) is invalid: ``None``."""
     if not value:
         return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    value = value.strip()
+    if match := _IMF.fullmatch(value):
+        day, month, year, hour, minute, second = match.groups()
+    elif match := _RFC850.fullmatch(value):
+        day, month, short_year, hour, minute, second = match.groups()
+        year = _rfc850_year(int(short_year))
+    elif match := _ASCTIME.fullmatch(value):
+        month, day, hour, minute, second, year = match.groups()
+    else:
         return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
+    try:
+        moment = datetime(
+            int(year), _MONTHS.index(month.lower()) + 1, int(day),
+            int(hour), int(minute), int(second), tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:  # Feb 30, hour 25, ...
+        return None
+    return moment.timestamp()
+
+
+def _rfc850_year(short: int) -> str:
+    """A two-digit year more than 50 years in the future is in the past (§5.6.7)."""
+    this_year = datetime.now(UTC).year
+    year = this_year - this_year % 100 + short
+    return str(year - 100 if year > this_year + 50 else year)
+
+
+def _single(headers: Mapping[str, str], name: str) -> str | None:
+    """A singleton field's value; several lines of it are invalid (``None``)."""
+    if isinstance(headers, MultiMapping):
+        values = headers.getall(name, ())
+        return values[0] if len(values) == 1 else None
+    return headers.get(name)
+
+
+def _list_members(value: str) -> list[str]:
+    """The members of a comma-separated list, commas inside quoted strings kept."""
+    members, current, quoted, escaped = [], [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            members.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    members.append("".join(current))
+    return [m.strip() for m in members if m.strip()]
+
+
+def _valid_directive(name: str, value: str | None) -> bool:
+    """A targeted field is ignored when it does not parse (RFC 9213 §2.1); a lifetime
+    directive's argument must be delta-seconds."""
+    if not _TOKEN.fullmatch(name):
+        return False
+    return name not in ("max-age", "s-maxage") or delta_seconds(value) is not None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def _weak_compare(tag: str) -> str:

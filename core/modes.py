@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from functools import lru_cache
 
-from multidict import MultiMapping
+from multidict import CIMultiDict, MultiMapping
 
 from core import http_cache, mcp, sse
 from core.config import RouteConfig, TenantConfig
@@ -49,6 +49,10 @@ class JsonMode:
     #: ``answer``.
     classifies = False
 
+    def handles(self, method: str) -> bool:
+        """Whether a route of this mode with ``method: "*"`` takes requests of ``method``."""
+        return True
+
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     ) -> Decision:
@@ -56,6 +60,11 @@ class JsonMode:
 
     def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
         return method, body
+
+    def serves_stale_when_disconnected(self, route: RouteConfig, entry: CachedResponse) -> bool:
+        """Whether a stored (stale, still kept) entry answers when the upstream cannot be
+        reached, outside any stale-if-error window."""
+        return False
 
     def unstorable_reason(
         self,
@@ -102,6 +111,11 @@ class HttpMode(JsonMode):
     head_from_get = True
     invalidated_by_unsafe = True
 
+    def handles(self, method: str) -> bool:
+        # Only GET and HEAD are cached; every other method is passed through (and, when
+        # unsafe and successful, invalidates: see ``core.http_cache.invalidates``).
+        return method in ("GET", "HEAD")
+
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     ) -> Decision:
@@ -114,6 +128,10 @@ class HttpMode(JsonMode):
     def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
         return "GET", b""  # HEAD is answered from the stored GET; bodies are not keys
 
+    def serves_stale_when_disconnected(self, route: RouteConfig, entry: CachedResponse) -> bool:
+        # RFC 9111 §4.2.4: a disconnected cache may serve stale unless a directive forbids it.
+        return http_cache.may_serve_stale(CIMultiDict(entry.headers), route.targeted)
+
     def unstorable_reason(
         self,
         route: RouteConfig,
@@ -122,8 +140,8 @@ class HttpMode(JsonMode):
         headers: Mapping[str, str],
     ) -> str | None:
         return uncacheable_reason(
-            route, status, headers, by_variant=True
-        ) or http_cache.unstorable_reason(request_headers, headers)
+            route, status, headers, by_variant=True, by_config=False
+        ) or http_cache.unstorable_reason(request_headers, headers, status, route.targeted)
 
     def entry(
         self,
@@ -135,18 +153,28 @@ class HttpMode(JsonMode):
         body: bytes,
         times: tuple[float, float],
     ) -> CachedResponse:
-        """The JSON mode's entry, with RFC 9111 freshness, age, variants and URI tag."""
+        """The JSON mode's entry, with RFC 9111 freshness (capped by ``max_ttl``), age,
+        variants and URI tag; kept stale for ``keep`` (revalidation, or an answer while the
+        upstream cannot be reached)."""
         base = super().entry(route, request_headers, path_qs, status, headers, body, times)
         request_time, response_time = times
-        fresh = http_cache.freshness(headers, route.ttl, request_time, response_time)
-        stale_allowed = fresh.stale_allowed  # must-revalidate: never stale, not even on error
+        fresh = http_cache.freshness(
+            headers,
+            route.max_ttl,
+            request_time,
+            response_time,
+            status=status,
+            targeted=route.targeted,
+        )
+        # must-revalidate, no-cache, s-maxage: never stale, whatever the route says.
+        stale_allowed = fresh.stale_allowed
         return replace(
             base,
             stored_at=response_time - fresh.initial_age,
-            ttl=fresh.lifetime,
+            ttl=min(fresh.lifetime, route.max_ttl),
             stale_while_revalidate=base.stale_while_revalidate if stale_allowed else 0.0,
             stale_if_error=base.stale_if_error if stale_allowed else 0.0,
-            keep_stale=route.ttl if http_cache.validators(headers) else 0.0,
+            keep_stale=route.keep if stale_allowed or http_cache.validators(headers) else 0.0,
             tags=(*base.tags, http_cache.uri_tag(path_qs)),
             vary=http_cache.vary_values(http_cache.vary_names(headers), request_headers),
         )
@@ -155,7 +183,7 @@ class HttpMode(JsonMode):
 class McpMode(JsonMode):
     """An MCP streamable-HTTP endpoint (``core.mcp``): one JSON-RPC call per POST, keyed by
     its method and result-affecting parameters, stored as its ``result`` alone for the
-    ``ttlMs`` the server gave (capped by ``mcp.max_ttl``), shared across tenants only when
+    ``ttlMs`` the server gave (capped by the route's ``max_ttl``), shared across tenants only when
     the server said ``cacheScope: public``, and answered with each requester's own ``id``."""
 
     name = "mcp"
@@ -164,7 +192,7 @@ class McpMode(JsonMode):
 
     def policy(self, route: RouteConfig) -> mcp.Policy:
         settings = route.mcp
-        return mcp.Policy(settings.max_ttl, settings.legacy_ttl, settings.cache_tools, route.ttl)
+        return mcp.Policy(route.max_ttl, settings.legacy_ttl, settings.cache_tools, route.ttl)
 
     def classify(
         self, route: RouteConfig, headers: Mapping[str, str], body: bytes

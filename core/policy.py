@@ -65,15 +65,21 @@ def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None
 
 
 def uncacheable_reason(
-    route: RouteConfig, status: int, headers: Mapping[str, str], by_variant: bool = False
+    route: RouteConfig,
+    status: int,
+    headers: Mapping[str, str],
+    by_variant: bool = False,
+    by_config: bool = True,
 ) -> str | None:
-    """Why a response must not be stored (from its status and headers), or None if it may."""
-    if status not in route.statuses:
+    """Why a response must not be stored (from its status and headers), or None if it may.
+    ``by_config``: the route's ``statuses`` and ``Cache-Control`` decide (HTTP mode reads
+    them by RFC 9111 instead, in ``core.http_cache``)."""
+    if by_config and status not in route.statuses:
         return "status"
     if "Set-Cookie" in headers:
         return "set-cookie"
     directives = cache_control(combined(headers, "Cache-Control"))
-    if "no-store" in directives or "private" in directives:
+    if by_config and ("no-store" in directives or "private" in directives):
         return "cache-control"
     if is_event_stream(headers):
         return "stream"

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from core.cache import TieredCache
 from core.config import RouteConfig
+from core.entry import CachedResponse
 from core.errors import TierUnavailable
 from core.headers import Target
 from core.invalidation import (
@@ -34,6 +35,9 @@ from core.keys import derive_key
 from core.tiers.redis import RedisTier
 
 log = logging.getLogger(__name__)
+
+#: Tag purges remembered for answers in flight (see ``Purger.stores_since``).
+REMEMBERED_TAGS = 4096
 
 
 class SemanticPurge(Protocol):
@@ -85,9 +89,13 @@ class Purger:
         self._routes = routes
         self.bus: InvalidationBus | None = None
         #: Moves on whenever this replica drops entries (a purge of its own, another
-        #: replica's broadcast, a catch-up). An answer fetched while it moved may be what
-        #: the purge meant to drop: the engine does not store it (``stores_since``).
+        #: replica's broadcast, a catch-up). An answer fetched while a purge that names it
+        #: ran may be what the purge meant to drop: the engine does not store it
+        #: (``stores_since``). Below: the epoch of the latest purge of each target.
         self.epoch = 0
+        self._purged_all = 0
+        self._purged_routes: dict[str, int] = {}
+        self._purged_tags: dict[str, int] = {}
 
     async def purge(self, target: PurgeTarget) -> PurgeReport:
         """Carry out a purge here and tell every other replica."""
@@ -168,16 +176,36 @@ class Purger:
         generations = await self._l2.generations(self._routes) if self._l2 is not None else {}
         for route, generation in generations.items():
             self._generations.advance(route, generation)
-        self.epoch += 1
+        self._note(Everything())
         dropped = self._cache.l1.clear_nowait() if self._cache.l1 is not None else 0
         log.info("invalidation channel subscribed: dropped %d L1 entries to catch up", dropped)
 
-    def stores_since(self, epoch: int) -> bool:
-        """Whether an answer whose fetch began at ``epoch`` may still be stored."""
-        return self.epoch == epoch
+    def stores_since(self, epoch: int, entry: CachedResponse) -> bool:
+        """Whether ``entry``, fetched from ``epoch`` on, may be stored: no purge naming it
+        (its route, one of its tags, everything) ran since."""
+        if self._purged_all > epoch or self._purged_routes.get(entry.route, 0) > epoch:
+            return False
+        purged = self._purged_tags
+        return not any(purged.get(tag, 0) > epoch for tag in entry.tags)
+
+    def _note(self, target: PurgeTarget) -> None:
+        self.epoch += 1
+        match target:
+            case ByRoute(route):
+                self._purged_routes[route] = self.epoch
+            case ByTag(tag):
+                if len(self._purged_tags) >= REMEMBERED_TAGS:
+                    # Forgetting a tag's purge could let an answer it named be stored:
+                    # forget them all as if everything had been purged (blocks only the
+                    # answers in flight now).
+                    self._purged_tags.clear()
+                    self._purged_all = self.epoch
+                self._purged_tags[tag] = self.epoch
+            case Everything():
+                self._purged_all = self.epoch
 
     def _drop_local(self, target: PurgeTarget) -> int:
-        self.epoch += 1
+        self._note(target)
         l1 = self._cache.l1
         if l1 is None:
             return 0

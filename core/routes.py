@@ -59,5 +59,7 @@ class RouteTable:
             if exact is not None and order >= self._order[exact.name]:
                 return exact
             if route_method in ("*", method) and pattern.match(path):
+                if route_method == "*" and not MODES[route.mode].handles(method):
+                    continue  # (an HTTP-mode catch-all passes other methods through)
                 return route
         return exact

@@ -308,10 +308,11 @@ class Engine:
                 # variant): it makes its own call instead.
                 result, joined = await self._fetch(outgoing), False
         except UpstreamError as exc:
-            if fallback is None:
+            stale = fallback or step.offline
+            if stale is None:
                 raise
-            self._count_hit(route, fallback.tier)
-            return _answer_stale_on_error(fallback, exc.reason)
+            self._count_hit(route, stale.tier)
+            return _answer_stale_on_error(stale, exc.reason)
         answer = result.answer
         if isinstance(answer, Buffered) and fallback_instead(fallback, answer.status):
             assert fallback is not None
@@ -420,8 +421,6 @@ class Engine:
         route, key = outgoing.route, outgoing.key
         mode = MODES[route.mode]
         reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
-        if reason is None and not self._purger.stores_since(epoch):
-            reason = "a purge ran while it was fetched"
         if reason is not None:
             log.debug("not storing %s answer: %s", route.name, reason)
             return None
@@ -435,6 +434,9 @@ class Engine:
             times,
         )
         entry = replace(entry, tags=(*entry.tags, key.request_tag))
+        if not self._purger.stores_since(epoch, entry):
+            log.debug("not storing %s answer: a purge naming it ran meanwhile", route.name)
+            return None
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:
             semantic = (key.semantic_scope, route.name, key.semantic_text)
@@ -473,8 +475,8 @@ class Engine:
         upstream = await self._upstream.open(
             route_name, request.method, request.target.path_qs, headers, body
         )
-        if request.method in http_cache.UNSAFE_METHODS and upstream.status < 400:
-            self._invalidate_uris(request, upstream)
+        if http_cache.invalidates(request.method, upstream.status):
+            await self._invalidate_uris(request, upstream)
         length = upstream.content_length
         if request.method == "HEAD" or length is None or length > SMALL_ANSWER:
             return _relay(upstream, b"", outcome)
@@ -498,13 +500,14 @@ class Engine:
             return await body.read()
         return body.stream()
 
-    def _invalidate_uris(self, request: Request, upstream: Response) -> None:
+    async def _invalidate_uris(self, request: Request, upstream: Response) -> None:
         """HTTP mode: a successful unsafe request invalidates what is stored for its URI and
-        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica."""
+        its same-origin Location / Content-Location (RFC 9111 §4.4), on every replica,
+        before its answer is sent: a request that follows it never sees the old entry."""
         if self._routes.http_route(request.path) is None:
             return
         for uri in http_cache.invalidated_uris(request.target.path_qs, upstream.headers):
-            self._refreshes.spawn(self._purger.purge(ByTag(http_cache.uri_tag(uri))))
+            await self._purger.purge(ByTag(http_cache.uri_tag(uri)))
 
     # --- JSON-RPC calls (mode: mcp; the rules are core/mcp.py) ------------------------------
 
@@ -614,14 +617,15 @@ class Engine:
         mode = MODES[route.mode]
         assert isinstance(mode, McpMode)
         verdict = mode.stored(route, call, status, message, time.time())
-        if not isinstance(verdict, str) and not self._purger.stores_since(epoch):
-            verdict = "a purge ran while it was fetched"
         if isinstance(verdict, str):
             log.debug("not storing %s %s answer: %s", route.name, call.method, verdict)
             return None
         scope, entry = verdict
         key = keys[scope]
         entry = replace(entry, tags=(*entry.tags, key.request_tag))
+        if not self._purger.stores_since(epoch, entry):
+            log.debug("not storing %s %s answer: a purge naming it ran", route.name, call.method)
+            return None
         return entry if self._cache.store(key.key, entry) else None
 
     def _call_events(

@@ -521,12 +521,35 @@ def test_override_with_port_out_of_range_is_refused():
 
 def test_an_mcp_route_takes_its_settings_and_refuses_a_get_only_method():
     route = {"name": "mcp", "path": "/mcp", "method": "*", "mode": "mcp"}
-    settings = {"max_ttl": "10m", "legacy_ttl": "30s", "cache_tools": ["list_agents"]}
-    config = config_from_dict({"routes": [{**route, "mcp": settings}]})
-    assert config.routes[0].mcp.max_ttl == 600.0
+    settings = {"legacy_ttl": "30s", "cache_tools": ["list_agents"]}
+    config = config_from_dict({"routes": [{**route, "max_ttl": "10m", "mcp": settings}]})
+    assert config.routes[0].max_ttl == 600.0
     assert config.routes[0].mcp.legacy_ttl == 30.0
     assert config.routes[0].mcp.cache_tools == ("list_agents",)
     with pytest.raises(ConfigError, match=r'routes\[0\]\.method: mode "mcp"'):
         config_from_dict({"routes": [{**route, "method": "GET"}]})
-    with pytest.raises(ConfigError, match=r"routes\[0\]\.mcp\.max_ttl: expected a duration"):
-        config_from_dict({"routes": [{**route, "mcp": {"max_ttl": "soon"}}]})
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.mcp\.legacy_ttl: expected a duration"):
+        config_from_dict({"routes": [{**route, "mcp": {"legacy_ttl": "soon"}}]})
+
+
+@pytest.mark.parametrize("method", ["GET", "*"])
+def test_an_http_route_caches_get_or_is_a_catch_all(method):
+    config = config_from_dict({"routes": [route(method=method, mode="http", path="/**")]})
+    assert config.routes[0].method == method
+
+
+def test_an_http_route_refuses_a_method_it_cannot_cache():
+    message = error_of({"routes": [route(method="POST", mode="http")]})
+    assert message == (
+        'routes[0].method: mode "http" caches GET (and HEAD): expected "GET" or "*", got "POST"'
+    )
+
+
+def test_http_knobs_are_durations_and_field_names():
+    config = config_from_dict(
+        {"routes": [route(method="*", mode="http", max_ttl="2h", keep="10m", targeted=["X-CC"])]}
+    )
+    assert (config.routes[0].max_ttl, config.routes[0].keep) == (7200.0, 600.0)
+    assert config.routes[0].targeted == ("X-CC",)
+    message = error_of({"routes": [route(mode="http", method="GET", targeted=["bad name"])]})
+    assert message == 'routes[0].targeted[0]: expected a field name, got "bad name"'

@@ -147,3 +147,36 @@ def test_a_5xx_answer_is_replaced_by_the_stale_if_error_fallback(fallback, statu
 def test_a_waiter_shares_only_a_stored_answer_of_its_own_variant(stored, headers, shared):
     """RFC 9111 §4.1: a stored response is selected only if its Vary'd headers match."""
     assert may_share(stored, CIMultiDict(headers)) is shared
+
+
+HTTP = RouteConfig(name="r", path="/r", mode="http", method="GET")
+
+
+def stored(cache_control: str | None) -> Hit:
+    headers = (("Cache-Control", cache_control),) if cache_control else ()
+    return Hit(
+        CachedResponse(status=200, headers=headers, body=b"", stored_at=NOW - 75, ttl=60), "l1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "found", "offline"),
+    [
+        pytest.param(HTTP, stored("max-age=60"), True, id="http-allowed"),
+        pytest.param(HTTP, stored(None), True, id="http-nothing-said"),
+        pytest.param(HTTP, stored("max-age=60, must-revalidate"), False, id="must-revalidate"),
+        pytest.param(HTTP, stored("max-age=60, proxy-revalidate"), False, id="proxy-revalidate"),
+        pytest.param(HTTP, stored("s-maxage=60"), False, id="s-maxage"),
+        pytest.param(HTTP, stored("no-cache"), False, id="no-cache"),
+        pytest.param(ROUTE, stored("max-age=60"), False, id="json-never"),
+    ],
+)
+def test_a_stale_entry_answers_a_disconnected_upstream_only_where_allowed(route, found, offline):
+    """RFC 9111 §4.2.4: a cache disconnected from the origin may serve stale unless
+    ``must-revalidate``, ``proxy-revalidate``, ``s-maxage`` (§5.2.2.10) or ``no-cache``
+    forbid it; a json route serves stale only inside its configured windows."""
+    step = after_lookup(route, "GET", Decision.LOOKUP, found, NOW)
+
+    assert isinstance(step, Fetch)
+    assert step.fallback is None
+    assert (step.offline is not None) == offline

@@ -260,3 +260,70 @@ async def test_a_failed_unsafe_request_invalidates_nothing(proxy, upstream):
     await proxy.client.post(PAGE, data=b"change")
     await proxy.runtime.refreshes.wait(timeout=5)
     assert await status_of(proxy) == "sidecache; hit; detail=l1"
+
+
+# --- a catch-all route (method "*") ------------------------------------------------------
+
+CATCH_ALL = [{"name": "all", "method": "*", "path": "/**", "mode": "http"}]
+
+
+@pytest.fixture
+async def catch_all(make_proxy, upstream):
+    return await make_proxy(routes=CATCH_ALL)
+
+
+async def test_a_catch_all_caches_get_and_passes_other_methods_through(catch_all, upstream):
+    answer(upstream, {"Cache-Control": "max-age=60"})
+    assert await status_of(catch_all) == "sidecache; fwd=miss; stored"
+    assert await status_of(catch_all) == "sidecache; hit; detail=l1"
+    options = await catch_all.client.options(PAGE)
+    assert options.headers["Cache-Status"] == "sidecache; fwd=bypass"
+    assert upstream.calls[PAGE] == 2
+
+
+async def test_an_answer_without_freshness_is_not_served_from_cache(catch_all, upstream):
+    answer(upstream, {})  # no default freshness (RFC 9111 §4.2.2 lets a cache choose none)
+    await catch_all.client.get(PAGE)
+    assert (await status_of(catch_all)).startswith("sidecache; fwd=")
+    assert upstream.calls[PAGE] == 2
+
+
+@pytest.mark.parametrize("method", ["POST", "M-SEARCH"])
+async def test_an_unsafe_request_has_invalidated_before_its_answer_arrives(
+    catch_all, upstream, method
+):
+    answer(upstream, {"Cache-Control": "max-age=60"})
+    await catch_all.client.get(PAGE)
+    await catch_all.client.request(method, PAGE, data=b"change")
+    # No waiting for background work: the purge was done before the answer was sent.
+    assert await status_of(catch_all) == "sidecache; fwd=miss; stored"
+
+
+async def test_an_unsafe_request_invalidates_the_shared_tier_before_answering(
+    make_proxy, upstream, redis_url
+):
+    routes, l2 = CATCH_ALL, {"url": redis_url}
+    one = await make_proxy(routes=routes, cache={"l2": l2})
+    # (Without an L1, the other replica reads what Redis holds: no pub/sub timing involved.)
+    two = await make_proxy(routes=routes, cache={"l1": {"enabled": False}, "l2": l2})
+    answer(upstream, {"Cache-Control": "max-age=60"})
+    host = {"Host": "web.example"}  # (the same authority through either replica's port)
+    await one.client.get(PAGE, headers=host)
+    assert await one.runtime.cache.flush(timeout=5)  # the L2 write is done
+    assert await status_of(two, headers=host) == "sidecache; hit; detail=l2"
+    await one.client.delete(PAGE, headers=host)
+    assert await status_of(two, headers=host) == "sidecache; fwd=miss; stored"
+
+
+async def test_stale_is_served_when_the_upstream_is_unreachable_where_allowed(catch_all, upstream):
+    answer(upstream, {"Cache-Control": "max-age=10"})
+    answer(upstream, {"Cache-Control": "max-age=10, must-revalidate"}, path="/web/strict")
+    await catch_all.client.get(PAGE)
+    await catch_all.client.get("/web/strict")
+    age_l1_entries(catch_all.runtime, 11)
+    await upstream.stop()
+    stale = await catch_all.client.get(PAGE)
+    strict = await catch_all.client.get("/web/strict")
+    assert (stale.status, await stale.read()) == (200, b"page")
+    assert stale.headers["Cache-Status"].startswith("sidecache; fwd=stale")
+    assert strict.status == 502

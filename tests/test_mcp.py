@@ -25,7 +25,8 @@ MCP_ROUTE = {
     "path": "/mcp",
     "mode": "mcp",
     "ttl": "1m",
-    "mcp": {"max_ttl": "10m", "cache_tools": ["list_agents"]},
+    "max_ttl": "10m",
+    "mcp": {"cache_tools": ["list_agents"]},
 }
 BOTH = "application/json, text/event-stream"
 

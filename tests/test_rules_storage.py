@@ -230,9 +230,53 @@ def test_shared_cache_unstorable_reason(request_headers, response_headers, expec
             "authorization",
             id="http-authorization",
         ),
-        pytest.param("http", HTTP, h(), 404, h(), "status", id="http-status-first"),
+        # RFC 9111 §3: without explicit freshness, only a heuristically cacheable status
+        pytest.param("http", HTTP, h(), 302, h(), "status", id="http-status-first"),
+        pytest.param("http", HTTP, h(), 404, h(), None, id="http-heuristic-status"),
         pytest.param(
-            "http", HTTP, h(), 200, h("Cache-Control: private"), "cache-control", id="http-private"
+            "http", HTTP, h(), 500, h("Cache-Control: max-age=60"), None, id="http-explicit-500"
+        ),
+        pytest.param("http", HTTP, h(), 206, h("Cache-Control: max-age=60"), "status", id="206"),
+        # §5.2.2.3: must-understand: only a status understood, and then no-store is ignored
+        pytest.param(
+            "http",
+            HTTP,
+            h(),
+            599,
+            h("Cache-Control: max-age=60, must-understand, no-store"),
+            "must-understand",
+            id="http-must-understand-unknown-status",
+        ),
+        pytest.param(
+            "http",
+            HTTP,
+            h(),
+            200,
+            h("Cache-Control: max-age=60, must-understand, no-store"),
+            None,
+            id="http-must-understand-known-status",
+        ),
+        # RFC 9213: a valid targeted field replaces Cache-Control
+        pytest.param(
+            "http",
+            HTTP,
+            h(),
+            200,
+            h("Cache-Control: max-age=60", "CDN-Cache-Control: no-store"),
+            "no-store",
+            id="http-cdn-cache-control-no-store",
+        ),
+        pytest.param(
+            "http",
+            HTTP,
+            h(),
+            200,
+            h("Cache-Control: no-store", "CDN-Cache-Control: max-age=60"),
+            None,
+            id="http-cdn-cache-control-over-cache-control",
+        ),
+        pytest.param(
+            "http", HTTP, h(), 200, h("Cache-Control: private"), "private", id="http-private"
         ),
         pytest.param("http", HTTP, h(), 200, h("Vary: *"), "vary-star", id="http-vary-star"),
         pytest.param(
@@ -460,7 +504,7 @@ def test_uri_tag(path_qs, expected):
 
 # --- what an entry is stored with (core.modes entry: tags, variant, headers) ------------------
 
-HTTP_KEEP = RouteConfig(name="r", path="/r", mode="http", method="GET", ttl=120)
+HTTP_KEEP = RouteConfig(name="r", path="/r", mode="http", method="GET", keep=120)
 
 
 @pytest.mark.parametrize(
@@ -512,7 +556,8 @@ HTTP_KEEP = RouteConfig(name="r", path="/r", mode="http", method="GET", ttl=120)
             id="http-variant-of-absent-header",
         ),
         pytest.param("http", HTTP, h(), "/r", h(), "vary", (), id="http-no-vary"),
-        # RFC 9111 §4.3.1: a stale entry with a validator is kept to revalidate it
+        # RFC 9111 §4.3.1: a stale entry with a validator is kept to revalidate it; §4.2.4:
+        # one that may be served stale is kept to answer while the upstream is unreachable
         pytest.param(
             "http", HTTP_KEEP, h(), "/r", h('ETag: "a"'), "keep_stale", 120.0, id="http-etag-kept"
         ),
@@ -527,7 +572,17 @@ HTTP_KEEP = RouteConfig(name="r", path="/r", mode="http", method="GET", ttl=120)
             id="http-last-modified-kept",
         ),
         pytest.param(
-            "http", HTTP_KEEP, h(), "/r", h(), "keep_stale", 0.0, id="http-no-validator-not-kept"
+            "http",
+            HTTP_KEEP,
+            h(),
+            "/r",
+            h("Cache-Control: max-age=1, must-revalidate"),
+            "keep_stale",
+            0.0,
+            id="http-no-validator-never-stale-not-kept",
+        ),
+        pytest.param(
+            "http", HTTP_KEEP, h(), "/r", h(), "keep_stale", 120.0, id="http-may-be-stale-kept"
         ),
         pytest.param(
             "json", JSON, h(), "/r", h('ETag: "a"'), "keep_stale", 0.0, id="json-never-kept"
