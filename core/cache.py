@@ -3,7 +3,7 @@ in) the semantic index. It composes tiers and knows nothing of Redis or pgvector
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,9 +110,12 @@ class TieredCache:
         key: str,
         entry: CachedResponse,
         semantic: tuple[str, str, str] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> bool:
         """Write L1 now; remote tiers (and the semantic index, given ``(scope, route, text)``)
-        in the background so the response is not delayed.
+        in the background so the response is not delayed. A background write is skipped if
+        ``wanted`` says no by the time it starts (a purge naming the entry ran meanwhile:
+        it must not land after the purge cleared that tier).
 
         Returns whether the entry was stored anywhere: L1 took it (``set_nowait`` refuses
         an entry bigger than its byte bound), or a remote write was queued while that
@@ -123,11 +126,12 @@ class TieredCache:
         if self.l1 is not None:
             stored = self.l1.set_nowait(key, entry)
         for tier in self.remotes:
-            if self._background(tier.name, tier.set(key, entry)) and tier.available:
+            write = _if_wanted(tier.set(key, entry), wanted)
+            if self._background(tier.name, write) and tier.available:
                 stored = True
         if semantic is not None and self.semantic is not None:
             scope, route, text = semantic
-            write = self.semantic.store(scope, route, text, entry)
+            write = _if_wanted(self.semantic.store(scope, route, text, entry), wanted)
             if self._background("semantic", write) and self.semantic.available:
                 stored = True
         return stored
@@ -144,3 +148,18 @@ class TieredCache:
             return False
         self._writes.spawn(write)
         return True
+
+
+def _if_wanted(
+    write: Coroutine[Any, Any, None], wanted: Callable[[], bool] | None
+) -> Coroutine[Any, Any, None]:
+    if wanted is None:
+        return write
+
+    async def guarded() -> None:
+        if wanted():
+            await write
+        else:
+            write.close()
+
+    return guarded()

@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from multidict import CIMultiDict, MultiMapping
@@ -440,12 +440,18 @@ class Engine:
         semantic = None
         if key.semantic_scope is not None and key.semantic_text is not None:
             semantic = (key.semantic_scope, route.name, key.semantic_text)
-        stored = self._cache.store(key.key, entry, semantic)
+        wanted = self._still_wanted(epoch, entry)
+        stored = self._cache.store(key.key, entry, semantic, wanted)
         if entry.vary:  # HTTP mode: each variant also under its own key
-            stored = self._cache.store(variant_key(key.key, entry.vary), entry) or stored
+            variant = variant_key(key.key, entry.vary)
+            stored = self._cache.store(variant, entry, wanted=wanted) or stored
         # (Cache-Status says "stored" only when some tier took it.)
         answer.stored = stored
         return entry if stored else None
+
+    def _still_wanted(self, epoch: int, entry: CachedResponse) -> Callable[[], bool]:
+        """Asked again as each background write starts: a purge may come meanwhile."""
+        return lambda: self._purger.stores_since(epoch, entry)
 
     def _refresh_in_background(self, outgoing: Outgoing) -> None:
         """Refresh a stale or soon-stale entry once per key, however many requests ask."""
@@ -626,7 +632,8 @@ class Engine:
         if not self._purger.stores_since(epoch, entry):
             log.debug("not storing %s %s answer: a purge naming it ran", route.name, call.method)
             return None
-        return entry if self._cache.store(key.key, entry) else None
+        wanted = self._still_wanted(epoch, entry)
+        return entry if self._cache.store(key.key, entry, wanted=wanted) else None
 
     def _call_events(
         self,

@@ -61,3 +61,17 @@ async def test_l1_stores_while_the_remote_tier_is_out(redis_tier, redis_server):
 
     assert cache.store("k", fresh_entry()) is True
     await cache.flush()
+
+
+async def test_a_background_write_no_longer_wanted_is_skipped(redis_tier):
+    """A purge may run between queueing a remote write and its start: the write is asked
+    again then, so it cannot land after the purge cleared the tier."""
+    cache = TieredCache(None, [redis_tier], Metrics())
+    wanted = {"k1": True, "k2": True}
+    cache.store("k1", fresh_entry(), wanted=lambda: wanted["k1"])
+    cache.store("k2", fresh_entry(), wanted=lambda: wanted["k2"])
+    wanted["k2"] = False  # (a purge naming it, before the queued writes start)
+    assert await cache.flush(10)
+
+    assert await redis_tier.get("k1") is not None
+    assert await redis_tier.get("k2") is None
