@@ -267,7 +267,11 @@ class RouteConfig:
     max_concurrency: int = 0
     #: ``json``: keyed by the JSON body, fresh for ``ttl`` (agent selection, search).
     #: ``http``: a shared HTTP cache by RFC 9111 (GET routes; ``ttl`` is the heuristic).
+    #: ``openai``: OpenAI-compatible completions and embeddings (see ``core.llm``).
     mode: str = "json"
+    #: ``openai`` mode: also cache sampled completions (``temperature`` above 0 without a
+    #: ``seed``, or ``n`` above 1), which the model would answer differently each time.
+    sampled: bool = False
 
 
 @dataclass(frozen=True)
@@ -510,10 +514,7 @@ def _check(config: Config) -> None:
             methods = ", ".join(ROUTE_METHODS)
             raise ConfigError(f'{where}.method: expected one of {methods}, got "{route.method}"')
         _check_tenant(route.tenant, f"{where}.tenant")
-        if route.mode not in ("json", "http"):
-            raise ConfigError(f'{where}.mode: expected "json" or "http", got "{route.mode}"')
-        if route.mode == "http" and route.method.upper() != "GET":
-            raise ConfigError(f'{where}.method: mode "http" caches GET, got "{route.method}"')
+        _check_mode(route, where)
         for j, status in enumerate(route.statuses):
             if not 200 <= status <= 599:
                 raise ConfigError(f"{where}.statuses[{j}]: expected a status 200-599, got {status}")
@@ -538,6 +539,7 @@ def _check(config: Config) -> None:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ROUTE_MODES = ("json", "http", "openai")
 #: Methods a route may name ("*": any).
 ROUTE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY", "*")
 EMBEDDER_KINDS = ("wordllama", "openai")
@@ -558,6 +560,18 @@ def _check_route_path(path: str, where: str) -> None:
             )
     if any(c.isspace() for c in path):
         raise ConfigError(f'{where}: "{path}" has white space and would never match')
+
+
+def _check_mode(route: RouteConfig, where: str) -> None:
+    if route.mode not in ROUTE_MODES:
+        modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
+        raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
+    if route.mode == "http" and route.method.upper() != "GET":
+        raise ConfigError(f'{where}.method: mode "http" caches GET, got "{route.method}"')
+    if route.mode == "openai" and route.method.upper() != "POST":
+        raise ConfigError(f'{where}.method: mode "openai" caches POST, got "{route.method}"')
+    if route.sampled and route.mode != "openai":
+        raise ConfigError(f'{where}.sampled: only for mode "openai", got mode "{route.mode}"')
 
 
 def _check_tenant(tenant: TenantConfig, where: str) -> None:

@@ -65,9 +65,14 @@ def decide(route: RouteConfig, headers: Mapping[str, str], body_size: int | None
 
 
 def uncacheable_reason(
-    route: RouteConfig, status: int, headers: Mapping[str, str], by_variant: bool = False
+    route: RouteConfig,
+    status: int,
+    headers: Mapping[str, str],
+    by_variant: bool = False,
+    streams: bool = False,
 ) -> str | None:
-    """Why a response must not be stored (from its status and headers), or None if it may."""
+    """Why a response must not be stored (from its status and headers), or None if it may.
+    ``streams``: an event stream may be (its mode records it and judges it once ended)."""
     if status not in route.statuses:
         return "status"
     if "Set-Cookie" in headers:
@@ -75,7 +80,7 @@ def uncacheable_reason(
     directives = cache_control(combined(headers, "Cache-Control"))
     if "no-store" in directives or "private" in directives:
         return "cache-control"
-    if is_event_stream(headers):
+    if is_event_stream(headers) and not streams:
         return "stream"
     # (A shared route keys no tenant header: a Vary on one is not covered.)
     tenant = () if route.tenant.shared else route.tenant.headers
