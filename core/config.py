@@ -282,6 +282,7 @@ class RouteConfig:
     #: cached, other methods passed through). ``ttl`` and ``statuses`` are json-mode only;
     #: ``keep`` and ``targeted`` below are http-mode only.
     #: ``mcp``: an MCP endpoint, cached by MCP's own rules (``mcp`` holds its settings).
+    #: ``openai``: OpenAI-compatible completions and embeddings (see ``core.llm``).
     mode: str = "json"
     #: http and mcp: the longest an answer stays fresh, whatever the upstream says (in http
     #: mode also the cap of the heuristic freshness, 10 % of the ``Last-Modified`` age). No
@@ -295,6 +296,9 @@ class RouteConfig:
     #: over ``Cache-Control``; empty: none.
     targeted: tuple[str, ...] = ("CDN-Cache-Control",)
     mcp: McpRouteConfig = field(default_factory=McpRouteConfig)
+    #: ``openai`` mode: also cache sampled completions (``temperature`` above 0 without a
+    #: ``seed``, or ``n`` above 1), which the model would answer differently each time.
+    sampled: bool = False
 
 
 @dataclass(frozen=True)
@@ -537,18 +541,7 @@ def _check(config: Config) -> None:
             methods = ", ".join(ROUTE_METHODS)
             raise ConfigError(f'{where}.method: expected one of {methods}, got "{route.method}"')
         _check_tenant(route.tenant, f"{where}.tenant")
-        if route.mode not in ROUTE_MODES:
-            modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
-            raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
-        _check_mcp_route(route, where)
-        if route.mode == "http" and route.method.upper() not in ("GET", "*"):
-            raise ConfigError(
-                f'{where}.method: mode "http" caches GET (and HEAD): expected "GET" or "*", '
-                f'got "{route.method}"'
-            )
-        for j, name in enumerate(route.targeted):
-            if not _FIELD_NAME.match(name):
-                raise ConfigError(f'{where}.targeted[{j}]: expected a field name, got "{name}"')
+        _check_mode(route, where)
         for j, status in enumerate(route.statuses):
             if not 200 <= status <= 599:
                 raise ConfigError(f"{where}.statuses[{j}]: expected a status 200-599, got {status}")
@@ -572,8 +565,8 @@ def _check(config: Config) -> None:
     _check_logging(config.logging)
 
 
-ROUTE_MODES = ("json", "http", "mcp")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ROUTE_MODES = ("json", "http", "mcp", "openai")
 #: Methods a route may name ("*": any).
 ROUTE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY", "*")
 EMBEDDER_KINDS = ("wordllama", "openai")
@@ -597,10 +590,31 @@ def _check_route_path(path: str, where: str) -> None:
         raise ConfigError(f'{where}: "{path}" has white space and would never match')
 
 
+def _check_mode(route: RouteConfig, where: str) -> None:
+    """The mode exists, takes the route's method, and the mode-only options are used only
+    with their mode."""
+    if route.mode not in ROUTE_MODES:
+        modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
+        raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
+    method = route.method.upper()
+    if route.mode == "http" and method not in ("GET", "*"):
+        raise ConfigError(
+            f'{where}.method: mode "http" caches GET (and HEAD): expected "GET" or "*", '
+            f'got "{route.method}"'
+        )
+    for j, name in enumerate(route.targeted):
+        if not _FIELD_NAME.match(name):
+            raise ConfigError(f'{where}.targeted[{j}]: expected a field name, got "{name}"')
+    if route.mode == "mcp":
+        _check_mcp_route(route, where)
+    if route.mode == "openai" and method != "POST":
+        raise ConfigError(f'{where}.method: mode "openai" caches POST, got "{route.method}"')
+    if route.sampled and route.mode != "openai":
+        raise ConfigError(f'{where}.sampled: only for mode "openai", got mode "{route.mode}"')
+
+
 def _check_mcp_route(route: RouteConfig, where: str) -> None:
     """An MCP endpoint takes POSTs (and, before 2026-07-28, GET streams and DELETEs)."""
-    if route.mode != "mcp":
-        return
     if route.method.upper() not in ("POST", "*"):
         raise ConfigError(f'{where}.method: mode "mcp" expects "*" or POST, got "{route.method}"')
     if route.semantic is not None:

@@ -150,6 +150,22 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.llm_tokens_saved = Counter(
+            "sidecache_llm_tokens_saved_total",
+            "Model tokens not spent because a cached answer was given (from its stored usage), "
+            "by route and type (prompt, completion).",
+            ["route", "type"],
+            registry=r,
+        )
+        self.llm_first_chunk = Histogram(
+            "sidecache_llm_first_chunk_seconds",
+            "Time from request to the first chunk of a streamed answer, by route and cache "
+            "result (hit; miss: the request opened the upstream stream; joined: it joined an "
+            "identical one under way).",
+            ["route", "cache"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tier_available = Gauge(
             "sidecache_tier_available",
             "1 when a remote tier is in use, 0 while its circuit breaker skips it.",

@@ -1,17 +1,19 @@
 """The ways a route caches: ``json`` (config-driven, keyed by the JSON body), ``http`` (a
-shared HTTP cache by RFC 9111) and ``mcp`` (an MCP endpoint, by MCP's own caching rules).
-The engine asks its route's mode what to do at each step of the flow and otherwise runs the
-same code for all: every difference is a method or an attribute here."""
+shared HTTP cache by RFC 9111), ``mcp`` (an MCP endpoint, by MCP's own caching rules) and
+``openai`` (OpenAI-compatible completions and embeddings, streamed or not). The engine asks
+its route's mode what to do at each step of the flow and otherwise runs the same code for
+all: every difference is a method or an attribute here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from multidict import CIMultiDict, MultiMapping
 
-from core import http_cache, mcp, sse
+from core import http_cache, llm, mcp, sse
 from core.config import RouteConfig, TenantConfig
 from core.entry import CachedResponse
 from core.headers import combined, storable_headers
@@ -24,10 +26,28 @@ from core.policy import (
     surrogate_keys,
     uncacheable_reason,
 )
+from core.sse import Event
 
 #: Client conditionals are not forwarded on a cacheable route: sidecache fetches the whole
 #: answer (so it can store and share it) and answers the condition itself.
 CLIENT_CONDITIONALS = ("If-None-Match", "If-Modified-Since")
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """What a request's body says about the answer it wants, where its mode reads it: the
+    ``name`` of the answer's form (one stored answer may be given in several, e.g. an
+    OpenAI completion as JSON or as an event stream; identical requests share an upstream
+    call only within one form), and ``refused``: why the request may not use the cache."""
+
+    name: str = ""
+    refused: str | None = None
+    stream: bool = False
+    usage: bool = True
+
+
+#: Any request of a mode that does not read bodies.
+PLAIN = Form()
 
 
 class JsonMode:
@@ -53,6 +73,10 @@ class JsonMode:
         """Whether a route of this mode with ``method: "*"`` takes requests of ``method``."""
         return True
 
+    #: An event stream is recorded while it is relayed (shared live with identical requests)
+    #: and stored once it ended complete (``proxy/streams.py``).
+    records_streams = False
+
     def decide(
         self, route: RouteConfig, headers: Mapping[str, str], body_size: int | None
     ) -> Decision:
@@ -65,6 +89,28 @@ class JsonMode:
         """Whether a stored (stale, still kept) entry answers when the upstream cannot be
         reached, outside any stale-if-error window."""
         return False
+
+    def request_form(self, route: RouteConfig, path: str, body: bytes) -> Form:
+        """What the request's body asks for (read once it arrived)."""
+        return PLAIN
+
+    def unstorable_answer(
+        self, route: RouteConfig, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
+        """Why an answer whose headers allow storing must not be stored for its body."""
+        return None
+
+    def unstorable_stream(self, events: list[Event], pending: bytes) -> str | None:
+        """Why a recorded event stream is not a complete answer to store."""
+        return "stream"
+
+    def present(self, entry: CachedResponse, form: Form) -> CachedResponse:
+        """A stored answer in the form the request asks for."""
+        return entry
+
+    def saved_tokens(self, entry: CachedResponse) -> dict[str, int]:
+        """Model tokens a hit on ``entry`` saved, by kind."""
+        return {}
 
     def unstorable_reason(
         self,
@@ -257,7 +303,68 @@ def _unpartitioned(route: RouteConfig) -> RouteConfig:
     return replace(route, tenant=TenantConfig(shared=True))
 
 
-MODES: dict[str, JsonMode] = {"json": JsonMode(), "http": HttpMode(), "mcp": McpMode()}
+class OpenAIMode(JsonMode):
+    """OpenAI-compatible chat completions, completions and embeddings (``core.llm``): keyed
+    by the body but for the fields that do not change the answer; deterministic requests
+    only (unless the route says ``sampled``); complete answers only; one stored answer given
+    as JSON or as an event stream, whichever the request asks for."""
+
+    name = "openai"
+    fast_hits = False  # a hit may need its other form
+    records_streams = True
+
+    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
+        return method, llm.key_body(body)
+
+    def request_form(self, route: RouteConfig, path: str, body: bytes) -> Form:
+        asked = llm.parse_request(path, body, route.sampled)
+        name = "stream" if asked.stream else "json"
+        return Form(name, asked.refused, asked.stream, asked.usage)
+
+    def unstorable_reason(
+        self,
+        route: RouteConfig,
+        request_headers: Mapping[str, str],
+        status: int,
+        headers: Mapping[str, str],
+    ) -> str | None:
+        return uncacheable_reason(route, status, headers, streams=True)
+
+    def unstorable_answer(
+        self, route: RouteConfig, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
+        return llm.unstorable_answer(headers.get("Content-Type", ""), body)
+
+    def unstorable_stream(self, events: list[Event], pending: bytes) -> str | None:
+        return llm.unstorable_stream(events, pending)
+
+    def present(self, entry: CachedResponse, form: Form) -> CachedResponse:
+        content_type = _content_type(entry)
+        if form.stream == (llm.EVENT_STREAM in content_type.lower()):
+            return entry
+        if form.stream:
+            body = llm.render_stream(json.loads(entry.body), form.usage)
+            content_type = llm.EVENT_STREAM
+        else:
+            body = llm.as_json(llm.assemble(llm.read_events(entry.body)[0]))
+            content_type = llm.JSON_TYPE
+        headers = [(n, v) for n, v in entry.headers if n.lower() != "content-type"]
+        return replace(entry, headers=(*headers, ("Content-Type", content_type)), body=body)
+
+    def saved_tokens(self, entry: CachedResponse) -> dict[str, int]:
+        return llm.usage(_content_type(entry), entry.body)
+
+
+def _content_type(entry: CachedResponse) -> str:
+    return next((v for n, v in entry.headers if n.lower() == "content-type"), "")
+
+
+MODES: dict[str, JsonMode] = {
+    "json": JsonMode(),
+    "http": HttpMode(),
+    "mcp": McpMode(),
+    "openai": OpenAIMode(),
+}
 
 
 def _seconds(directives: dict[str, str | None], name: str) -> float:

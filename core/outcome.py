@@ -71,15 +71,17 @@ def fetched(
     )
 
 
-def streamed(fwd: str) -> Outcome:
-    """The upstream's answer was too big or endless to buffer: relayed, not stored."""
-    return Outcome("miss", fwd=fwd, detail="stream")
+def streamed(fwd: str, collapsed: bool = False) -> Outcome:
+    """The upstream's answer was too big or endless to buffer: relayed as it arrives (and,
+    ``collapsed``, shared live with an identical request's stream already under way)."""
+    return Outcome("miss", fwd=fwd, collapsed=collapsed, detail="stream")
 
 
-def passed(label: str, fwd: str) -> Outcome:
+def passed(label: str, fwd: str, detail: str | None = None) -> Outcome:
     """Relayed without the cache: no route (``pass``), the request bypassed it
-    (``bypass``), or a miss the cache cannot store (``miss``)."""
-    return Outcome(label, fwd=fwd)
+    (``bypass``; ``detail`` says why when its mode refused it), or a miss the cache cannot
+    store (``miss``)."""
+    return Outcome(label, fwd=fwd, detail=detail)
 
 
 def failed(fwd: str, reason: str) -> Outcome:

@@ -70,10 +70,12 @@ def uncacheable_reason(
     headers: Mapping[str, str],
     by_variant: bool = False,
     by_config: bool = True,
+    streams: bool = False,
 ) -> str | None:
     """Why a response must not be stored (from its status and headers), or None if it may.
     ``by_config``: the route's ``statuses`` and ``Cache-Control`` decide (HTTP mode reads
-    them by RFC 9111 instead, in ``core.http_cache``)."""
+    them by RFC 9111 instead, in ``core.http_cache``). ``streams``: an event stream may be
+    (its mode records it and judges it once ended)."""
     if by_config and status not in route.statuses:
         return "status"
     if "Set-Cookie" in headers:
@@ -81,7 +83,7 @@ def uncacheable_reason(
     directives = cache_control(combined(headers, "Cache-Control"))
     if by_config and ("no-store" in directives or "private" in directives):
         return "cache-control"
-    if is_event_stream(headers):
+    if is_event_stream(headers) and not streams:
         return "stream"
     # (A shared route keys no tenant header: a Vary on one is not covered.)
     tenant = () if route.tenant.shared else route.tenant.headers

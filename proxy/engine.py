@@ -6,7 +6,9 @@ A front end turns what it read into a ``Request`` and writes the ``Reply`` it ge
 and the like are replies). What differs between a ``json`` and an ``http`` (RFC 9111) route is
 asked of the route's mode (``core.modes``); the few steps only HTTP caching has (variants by
 ``Vary``, conditional revalidation, a client's own conditional request, invalidation by unsafe
-methods) are marked where they happen.
+methods) are marked where they happen. A mode that records event streams (``openai``) has
+its streamed answers relayed through a tee (``proxy/streams.py``): shared live with identical
+requests, stored once complete.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from multidict import CIMultiDict, MultiMapping
@@ -46,7 +49,7 @@ from core.headers import (
 from core.invalidation import ByTag
 from core.keys import KeyCache, RequestKey, variant_key
 from core.logs import access_enabled, access_line
-from core.modes import CLIENT_CONDITIONALS, MODES, McpMode
+from core.modes import CLIENT_CONDITIONALS, MODES, PLAIN, Form, McpMode
 from core.outcome import (
     Outcome,
     failed,
@@ -69,6 +72,7 @@ from proxy.forward import (
     Streaming,
 )
 from proxy.runtime import Runtime
+from proxy.streams import StreamTee, StreamTees
 from proxy.upstream_client import Response
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ PASSED = passed("pass", "bypass")  # no route: relayed as it is
 BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
 BODY_TIMEOUT = Outcome("error", detail="body-timeout")
 HEADER_MISMATCH = Outcome("error", detail="header-mismatch")  # MCP: refused, not forwarded
+#: When the engine began on the current request (time to a stream's first chunk).
+STARTED: ContextVar[float] = ContextVar("started", default=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,12 @@ class Outgoing:
     body: bytes
     #: A stored entry to revalidate with a conditional request (HTTP mode).
     stale: CachedResponse | None = None
+    #: The form of answer asked for: identical requests share a call only within one.
+    form: Form = PLAIN
+
+    @property
+    def flight(self) -> str:
+        return self.key.key + self.form.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,8 @@ class Fetched:
 
     answer: Buffered | Streaming
     entry: CachedResponse | None = None
+    #: A recorded event stream the requests of this key may join (``proxy/streams.py``).
+    tee: StreamTee | None = None
 
 
 class Engine:
@@ -123,6 +137,7 @@ class Engine:
         self._purger = runtime.purger
         self._refreshing: set[str] = set()
         self._flights: SingleFlight[Fetched] = SingleFlight()
+        self._tees = StreamTees(runtime.refreshes)
         self._timers: dict[tuple[str, str], object] = {}
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
@@ -142,6 +157,7 @@ class Engine:
     async def handle(self, request: Request) -> Reply:
         """The reply to ``request``. The front end records it with ``record`` once written."""
         UPSTREAM_SECONDS.set(None)
+        STARTED.set(time.perf_counter())
         route = self._routes.match(request.method, request.path)
         name = route.name if route is not None else NO_ROUTE
         try:
@@ -273,6 +289,12 @@ class Engine:
             return await self._pass_through(request, route.name, BYPASSED)
 
         body = await request.body.read()
+        form = mode.request_form(route, request.path, body)
+        if form.refused is not None:  # its mode says no, having read the body
+            outcome = passed("bypass", "bypass", detail=form.refused)
+            return await self._pass_through(
+                replace(request, body=BufferedBody(body)), route.name, outcome
+            )
         method, keyed_body = mode.keyed_request(request.method, body)
         generation = self._generations.get(route.name)
         key = self._keys.derive(
@@ -285,25 +307,28 @@ class Engine:
         if isinstance(step, Serve):
             if step.refresh:
                 self._refresh_in_background(
-                    self._outgoing(request, route, key, body, step.hit.entry)
+                    self._outgoing(request, route, key, body, form, step.hit.entry)
                 )
-            self._count_hit(route, step.hit.tier)
-            return _answer_hit(request, route, step.hit, step.outcome)
+            self._count_hit(route, step.hit.tier, step.hit.entry, form)
+            return _answer_hit(request, route, step.hit, step.outcome, form)
         if isinstance(step, Relay):
             return await self._pass_through(request, route.name, step.outcome)
-        outgoing = self._outgoing(request, route, key, body, step.revalidate)
+        outgoing = self._outgoing(request, route, key, body, form, step.revalidate)
         return await self._forward(request, outgoing, step)
 
     async def _forward(self, request: Request, outgoing: Outgoing, step: Fetch) -> Reply:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
-        route, key = outgoing.route, outgoing.key
+        route, key, form = outgoing.route, outgoing.key, outgoing.form
         if step.fwd == "miss" and (hit := self._stored_meanwhile(key, request.headers)):
-            self._count_hit(route, hit.tier)
-            return _answer_hit(request, route, hit, fresh_hit(hit.tier))
+            self._count_hit(route, hit.tier, hit.entry, form)
+            return _answer_hit(request, route, hit, fresh_hit(hit.tier), form)
+        if step.fwd == "miss" and (tee := self._tees.live(outgoing.flight)) is not None:
+            return self._join(route, tee, joined=True)
         fallback = step.fallback
         try:
-            result, joined = await self._flights.do(key.key, lambda: self._fetch(outgoing))
-            if joined and not may_share(result.entry, request.headers):
+            result, joined = await self._flights.do(outgoing.flight, lambda: self._fetch(outgoing))
+            shared = result.tee is not None and result.tee.joinable
+            if joined and not shared and not may_share(result.entry, request.headers):
                 # The answer is not one this client may be given (not stored, or another
                 # variant): it makes its own call instead.
                 result, joined = await self._fetch(outgoing), False
@@ -311,16 +336,34 @@ class Engine:
             stale = fallback or step.offline
             if stale is None:
                 raise
-            self._count_hit(route, stale.tier)
-            return _answer_stale_on_error(stale, exc.reason)
+            self._count_hit(route, stale.tier, stale.entry, form)
+            return _answer_stale_on_error(route, stale, exc.reason, form)
         answer = result.answer
         if isinstance(answer, Buffered) and fallback_instead(fallback, answer.status):
             assert fallback is not None
-            self._count_hit(route, fallback.tier)
-            return _answer_stale_on_error(fallback, f"status {answer.status}")
+            self._count_hit(route, fallback.tier, fallback.entry, form)
+            return _answer_stale_on_error(route, fallback, f"status {answer.status}", form)
+        if result.tee is not None:
+            return self._join(route, result.tee, joined, step.fwd)
         if joined:
             self._metrics.coalesced.labels(route.name).inc()
         return _answer_fetched(request, route, answer, joined, step.fwd)
+
+    def _join(self, route: RouteConfig, tee: StreamTee, joined: bool, fwd: str = "miss") -> Reply:
+        """One client's copy of a recorded upstream stream (the one its request opened, or an
+        identical one under way: the chunks sent so far at once, the rest live)."""
+        reader = tee.join(self._first_chunk_timer(route, "joined" if joined else "miss"))
+        assert reader is not None, "joined only while joinable"
+        if joined:
+            self._metrics.coalesced.labels(route.name).inc()
+        outcome = streamed(fwd, collapsed=joined)
+        headers = end_to_end(tee.headers)
+        headers[CACHE_STATUS] = outcome.cache_status
+        return Reply(tee.status, headers, outcome, stream=reader)
+
+    def _first_chunk_timer(self, route: RouteConfig, result: str):
+        started, histogram = STARTED.get(), self._metrics.llm_first_chunk.labels(route.name, result)
+        return lambda: histogram.observe(time.perf_counter() - started)
 
     def _stored_meanwhile(self, key: RequestKey, headers: Mapping[str, str]) -> Hit | None:
         """An answer another request stored in L1 while this one asked the slower tiers
@@ -337,13 +380,14 @@ class Engine:
         route: RouteConfig,
         key: RequestKey,
         body: bytes,
+        form: Form,
         stale: CachedResponse | None = None,
     ) -> Outgoing:
         headers = upstream_headers(request.headers, request.peer, request.target)
         for name in CLIENT_CONDITIONALS:
             headers.popall(name, None)
         path_qs = request.target.path_qs
-        return Outgoing(route, key, request.method, path_qs, headers, body, stale)
+        return Outgoing(route, key, request.method, path_qs, headers, body, stale, form)
 
     async def _lookup(
         self, route: RouteConfig, key: RequestKey, headers: Mapping[str, str]
@@ -406,12 +450,40 @@ class Engine:
             route.max_entry_size,
         )
         if isinstance(answer, Streaming):
-            return Fetched(answer)
+            return Fetched(answer, tee=self._tee(outgoing, answer, request_time, epoch))
         if answer.status == 304 and conditions and stale is not None:
             merged = http_cache.merge_not_modified(stale.headers, answer.headers)
             answer = Buffered(stale.status, CIMultiDict(merged), stale.body, revalidated=True)
         times = (request_time, time.time())
         return Fetched(answer, self._store(outgoing, answer, times, epoch))
+
+    def _tee(
+        self, outgoing: Outgoing, answer: Streaming, request_time: float, epoch: int
+    ) -> StreamTee | None:
+        """An event stream its mode records, whose headers allow storing it, goes through a
+        tee: identical requests join it, and it is stored once it ended complete (unless a
+        purge naming it ran since purge ``epoch``)."""
+        route, response = outgoing.route, answer.response
+        mode = MODES[route.mode]
+        if not mode.records_streams or not is_event_stream(response.headers):
+            return None
+        if mode.unstorable_reason(route, outgoing.headers, response.status, response.headers):
+            return None
+        headers = end_to_end(response.headers)
+
+        def store(body: bytes) -> None:
+            times = (request_time, time.time())
+            self._store(outgoing, Buffered(response.status, headers, body), times, epoch)
+
+        tee = StreamTee(
+            response,
+            answer.prefix,
+            limit=route.max_entry_size,
+            judge=mode.unstorable_stream,
+            store=store,
+        )
+        self._tees.start(outgoing.flight, tee)
+        return tee
 
     def _store(
         self, outgoing: Outgoing, answer: Buffered, times: tuple[float, float], epoch: int
@@ -421,6 +493,7 @@ class Engine:
         route, key = outgoing.route, outgoing.key
         mode = MODES[route.mode]
         reason = mode.unstorable_reason(route, outgoing.headers, answer.status, answer.headers)
+        reason = reason or mode.unstorable_answer(route, answer.headers, answer.body)
         if reason is not None:
             log.debug("not storing %s answer: %s", route.name, reason)
             return None
@@ -464,14 +537,14 @@ class Engine:
     async def _refresh(self, outgoing: Outgoing) -> None:
         route = outgoing.route.name
         try:
-            result, _ = await self._flights.do(outgoing.key.key, lambda: self._fetch(outgoing))
+            result, _ = await self._flights.do(outgoing.flight, lambda: self._fetch(outgoing))
         except UpstreamError as exc:
             self._metrics.background_refreshes.labels(route, "error").inc()
             log.info("background refresh of %s failed: %s", route, exc)
             return
         finally:
             self._refreshing.discard(outgoing.key.key)
-        if isinstance(result.answer, Streaming):
+        if isinstance(result.answer, Streaming) and result.tee is None:
             result.answer.response.release()
         self._metrics.background_refreshes.labels(route, "ok").inc()
 
@@ -571,7 +644,7 @@ class Engine:
                     self._count_hit(route, hit.tier)
                     return reply
         private = keys[mcp.PRIVATE]
-        outgoing = self._outgoing(request, route, private, request.body.whole or b"")
+        outgoing = self._outgoing(request, route, private, request.body.whole or b"", PLAIN)
         fetch = functools.partial(self._fetch_call, outgoing, call, keys)
         epoch = self._purger.epoch  # (for a streamed answer: see _call_events)
         result, joined = await self._flights.do(private.key, fetch)
@@ -673,12 +746,23 @@ class Engine:
             self._metrics.mcp_invalidations.labels(route.name, reason).inc()
             await self._purger.purge(ByTag(tag))
 
-    def _count_hit(self, route: RouteConfig, tier: str) -> None:
+    def _count_hit(
+        self,
+        route: RouteConfig,
+        tier: str,
+        entry: CachedResponse | None = None,
+        form: Form = PLAIN,
+    ) -> None:
         counter = self._hit_counters.get((route.name, tier))
         if counter is None:
             counter = self._metrics.cache_hits.labels(route.name, tier)
             self._hit_counters[route.name, tier] = counter
         counter.inc()
+        if entry is not None:
+            for kind, tokens in MODES[route.mode].saved_tokens(entry).items():
+                self._metrics.llm_tokens_saved.labels(route.name, kind).inc(tokens)
+        if form.stream:  # a hit's stream goes out whole, at once
+            self._first_chunk_timer(route, "hit")()
 
     def _timer(self, route: str, result: str):
         timer = self._timers.get((route, result))
@@ -688,8 +772,10 @@ class Engine:
         return timer
 
 
-def _answer_hit(request: Request, route: RouteConfig, hit: Hit, outcome: Outcome) -> Reply:
-    entry = hit.entry
+def _answer_hit(
+    request: Request, route: RouteConfig, hit: Hit, outcome: Outcome, form: Form = PLAIN
+) -> Reply:
+    entry = MODES[route.mode].present(hit.entry, form)
     headers = replayed(entry.headers)
     headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
@@ -749,9 +835,9 @@ _NOT_MODIFIED_KEEPS = frozenset(
 )
 
 
-def _answer_stale_on_error(hit: Hit, why: str) -> Reply:
+def _answer_stale_on_error(route: RouteConfig, hit: Hit, why: str, form: Form) -> Reply:
     log.info("serving stale %s entry: upstream failed (%s)", hit.tier, why)
-    entry = hit.entry
+    entry = MODES[route.mode].present(hit.entry, form)
     outcome = stale_on_error(hit.tier)
     headers = replayed(entry.headers)
     headers[CACHE_STATUS] = outcome.cache_status

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, MultiMapping
@@ -120,6 +120,17 @@ class Request:
     body: Body = NO_BODY
 
 
+class Relayed(Protocol):
+    """An answer a front end relays as it arrives: an upstream ``Response``, or one client's
+    copy of a shared stream (``proxy.streams.TeeReader``)."""
+
+    reason: str
+    content: Any  # offers ``iter_any()``
+    content_length: int | None
+
+    def release(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Reply:
     """What to send back: a status, headers and either ``body`` or an upstream ``stream`` to
@@ -130,7 +141,7 @@ class Reply:
     headers: CIMultiDict[str]
     outcome: Outcome
     body: bytes = b""
-    stream: Response | None = None
+    stream: Response | Relayed | None = None
     prefix: bytes = b""
     close: bool = False
     #: Route name for the metrics and the access log.
