@@ -191,15 +191,26 @@ def _cookies(line: str) -> list[tuple[str, str]]:
     return [(name.strip(), value.strip()) for name, _, value in pairs if name.strip()]
 
 
+def strict_json(body: bytes | str) -> Any:
+    """A JSON document read the one way every parser agrees on. Raises ``ValueError`` for
+    anything else: not JSON, a member named twice (parsers differ on which one counts), or
+    ``NaN`` / ``Infinity`` (no canonical form). A request whose body the service might read
+    differently from sidecache must not be keyed, nor classified, by its parsed form."""
+    try:
+        return json.loads(
+            body, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_names
+        )
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def _parse_json(body: bytes) -> Any:
     # An empty body is keyed as raw bytes: it must not share a key with the JSON ``null``.
     if not body:
         return _MISSING
     try:
-        return json.loads(
-            body, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_names
-        )
-    except (ValueError, RecursionError):
+        return strict_json(body)
+    except ValueError:
         return _MISSING
 
 

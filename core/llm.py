@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from core.keys import strict_json
 from core.sse import Event, EventReader, encode
 
 #: Body fields that change nothing in the answer: who asked (``user``), the client's own tags
@@ -335,8 +336,8 @@ def _object(body: bytes) -> dict[str, Any] | None:
 
 def _json(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return strict_json(text)  # (a member named twice: refused, see core.keys)
+    except ValueError:
         return None
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.keys import canonical_json
+from core.keys import canonical_json, strict_json
 
 #: The revision whose results carry cache hints and whose requests carry their own metadata.
 MODERN = "2026-07-28"
@@ -160,8 +160,8 @@ def classify(headers: Mapping[str, str], body: bytes, policy: Policy) -> Call | 
 
 def _parse(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return strict_json(body)  # (a member named twice: not classified, passed on)
+    except ValueError:
         return None
 
 

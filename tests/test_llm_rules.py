@@ -57,6 +57,9 @@ def test_a_route_may_opt_in_to_sampled_answers(fields):
         ("/v1/responses", b'{"model": "m", "input": "hi", "temperature": 0}', "endpoint"),
         (CHAT, b"not json", "body"),
         (CHAT, b"[1, 2]", "body"),
+        # A member named twice: the model server may read the other one (see core.keys).
+        (CHAT, b'{"model": "m", "temperature": 0, "temperature": 1}', "body"),
+        (CHAT, b'{"model": "m", "temperature": NaN}', "body"),
     ],
 )
 def test_endpoints_and_bodies(path, payload, refused):

@@ -112,6 +112,11 @@ def test_a_request_without_a_version_header_is_2025_03_26():
         b"not json",
         b'{"jsonrpc":"2.0","id":true,"method":"tools/list"}',
         b'{"id":1,"method":"tools/list"}',
+        # A member named twice: servers differ on which one counts (the first could be a
+        # tools/call whose result would be stored as the list): not classified at all.
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}',
+        b'{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}',
+        b'{"jsonrpc":"2.0","id":NaN,"method":"tools/list"}',
     ],
 )
 def test_anything_but_one_request_is_passed_on(raw):
