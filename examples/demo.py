@@ -3,10 +3,12 @@
 Starts embedded Redis and PostgreSQL (+ pgvector), the reference agent service, and
 sidecache in front of it (two replicas sharing Redis, like two pods of one deployment; the
 client alternates between them), all on loopback ports. Then it replays one workload
-(``examples.workload``: Zipf-popular agent-selection tasks, paraphrased searches, four
-tenants) twice with the same concurrency, once straight at the service and once through
-sidecache, and prints requests, hit ratio per cache tier (from the replicas' ``/metrics``),
-upstream calls saved (from the service's ``/_stats``) and p50/p99 latency of both runs.
+(``examples.workload``: Zipf-popular agent-selection tasks, paraphrased searches, agents on
+the service's MCP endpoint re-listing its tools and re-reading its documents, four tenants)
+twice with the same concurrency, once straight at the service and once through sidecache,
+and prints requests, hit ratio per cache tier (from the replicas' ``/metrics``), upstream
+calls saved (from the service's ``/_stats``), p50/p99 latency of both runs, and per MCP
+method the calls sent, answered from cache and served by the service in each run.
 
 ``--keep`` leaves everything running afterwards and prints where ``/metrics``, ``/stats`` and
 the dashboard are, until Ctrl-C. Every process the demo started is stopped when it exits,
@@ -36,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core import config as sidecache_config
 from examples.embedded import PostgresServer, RedisServer
 from examples.processes import AgentService, Sidecache, http_ok, stopping_on_sigterm
-from examples.workload import Request, build_workload, summary
+from examples.workload import MCP_SHARE, Request, build_workload, summary
 
 #: Simulated compute time of one agent selection in the reference service (an LLM call).
 SELECT_LATENCY = 0.05
@@ -89,6 +91,9 @@ def demo_config(upstream: str, redis_url: str, pg_dsn: str, semantic: bool) -> d
         "ttl": "1h",
         "ignore_fields": ["request_id"],
     }
+    # MCP's own rules: a result is kept as its ttlMs says (an hour at most), shared across
+    # tenants when the service marks it public; tool calls pass through.
+    mcp = {"name": "mcp", "method": "*", "path": "/mcp", "mode": "mcp"}
     cache: dict = {"l1": {"max_entries": 10_000, "max_bytes": "64MiB"}, "l2": {"url": redis_url}}
     if semantic:
         search["semantic"] = {"field": "query"}
@@ -100,7 +105,7 @@ def demo_config(upstream: str, redis_url: str, pg_dsn: str, semantic: bool) -> d
         "server": server,
         "upstream": {"url": upstream},
         "cache": cache,
-        "routes": [select, search],
+        "routes": [select, search, mcp],
         "logging": {"level": "WARNING"},
     }
 
@@ -163,6 +168,7 @@ class Outcome:
     seconds: float
     status: int
     cache_status: str
+    mcp_method: str = ""
 
 
 async def replay(
@@ -179,6 +185,7 @@ async def replay(
     async def worker(session: aiohttp.ClientSession) -> None:
         for i, request in pending:
             url = targets[i % len(targets)] + request.path
+            mcp_method = request.headers.get("Mcp-Method", "")
             began = time.perf_counter()
             try:
                 async with session.request(
@@ -190,9 +197,11 @@ async def replay(
                         time.perf_counter() - began,
                         response.status,
                         response.headers.get("Cache-Status", ""),
+                        mcp_method,
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                outcome = Outcome(request.kind, time.perf_counter() - began, 0, repr(exc))
+                seconds = time.perf_counter() - began
+                outcome = Outcome(request.kind, seconds, 0, repr(exc), mcp_method)
             outcomes.append(outcome)
             progress.advance()
 
@@ -242,12 +251,22 @@ class Progress:
         return f"  {self.label:<16} [{bar}] {self.done:>5}/{self.total}  {elapsed:5.1f}s"
 
 
-async def upstream_calls(service_url: str, reset: bool = False) -> int:
+@dataclass(frozen=True)
+class ServiceCalls:
+    """What the service served since its counters were last reset (its ``/_stats``): every
+    call, and the MCP calls per method."""
+
+    total: int
+    mcp: Counter[str]
+
+
+async def service_calls(service_url: str, reset: bool = False) -> ServiceCalls:
     """Calls the service served since its last reset (and reset the counters)."""
     async with aiohttp.ClientSession() as session:
         method = "DELETE" if reset else "GET"
         async with session.request(method, f"{service_url}/_stats") as response:
-            return int((await response.json())["total"])
+            stats = await response.json()
+    return ServiceCalls(int(stats["total"]), Counter(stats.get("mcp", {})))
 
 
 # --- reading sidecache's metrics ----------------------------------------------------------------
@@ -335,11 +354,11 @@ def report(
     requests: list[Request],
     direct: list[Outcome],
     proxied: list[Outcome],
-    calls: tuple[int, int],
+    calls: tuple[ServiceCalls, ServiceCalls],
     totals: Counter,
 ) -> str:
     """The demo's closing table."""
-    direct_calls, proxied_calls = calls
+    direct_calls, proxied_calls = (run.total for run in calls)
     out = []
     n = len(requests)
     out.append(f"workload: {summary(requests)}")
@@ -359,6 +378,7 @@ def report(
         ("agent selection", {"select"}),
         ("search", {"search"}),
         ("catalogue (pass)", {"catalogue"}),
+        ("MCP", {"mcp"}),
     ):
         cells = []
         for run in (direct, proxied):
@@ -380,12 +400,46 @@ def report(
         out.append(
             f"{'stale/error':12}{'':>32}{_pct(answered['stale'] + answered['error'], n):>12}"
         )
+    out += mcp_report(proxied, calls)
     return "\n".join(out)
+
+
+#: The order of the MCP table's rows (any other method follows).
+MCP_METHODS = (
+    "server/discover",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "tools/call",
+)
+
+
+def mcp_report(proxied: list[Outcome], calls: tuple[ServiceCalls, ServiceCalls]) -> list[str]:
+    """Per MCP method: calls sent through sidecache, how many it answered from cache (their
+    ``Cache-Status``), and how many the service served in each run (its ``/_stats``)."""
+    mcp = [o for o in proxied if o.kind == "mcp"]
+    if not mcp:
+        return []
+    sent = Counter(o.mcp_method for o in mcp)
+    hits = Counter(o.mcp_method for o in mcp if answered_by(o) not in ("upstream", "error"))
+    direct, via = calls[0].mcp, calls[1].mcp
+    seen = set(sent) | set(direct) | set(via)
+    methods = [m for m in MCP_METHODS if m in seen] + sorted(seen - set(MCP_METHODS))
+    out = ["", f"{'':42}{'upstream calls':>25}"]
+    out.append(f"{'MCP method':26}{'sent':>8}{'hits':>8}{'direct':>10}{'via sidecache':>15}")
+    rows = [(m, sent[m], hits[m], direct[m], via[m]) for m in methods]
+    rows.append(("all MCP", len(mcp), hits.total(), direct.total(), via.total()))
+    for label, *counts in rows:
+        out.append(f"{label:26}{counts[0]:>8}{counts[1]:>8}{counts[2]:>10}{counts[3]:>15}")
+    saved = direct.total() - via.total()
+    out.append(f"{'MCP upstream calls saved':26}{f'{saved} ({_pct(saved, direct.total())})':>41}")
+    return out
 
 
 def where_to_look(world: World) -> str:
     lines = ["Everything is still running (Ctrl-C to stop):"]
-    lines.append(f"  agent service   {world.service.url}   (calls served: /_stats)")
+    lines.append(f"  agent service   {world.service.url}   (calls served: /_stats; MCP: /mcp)")
     for n, replica in enumerate(world.replicas, 1):
         admin = replica.admin_url
         dashboard = f"{admin}/" if http_ok(f"{admin}/") else "(not served by this build)"
@@ -411,14 +465,14 @@ def status(message: str, done: bool = False) -> None:
 
 async def run_phases(
     world: World, requests: list[Request], concurrency: int
-) -> tuple[list[Outcome], list[Outcome], tuple[int, int], Counter]:
+) -> tuple[list[Outcome], list[Outcome], tuple[ServiceCalls, ServiceCalls], Counter]:
     service = world.service.url
-    await upstream_calls(service, reset=True)
+    await service_calls(service, reset=True)
     direct = await replay([service], requests, concurrency, "direct")
-    direct_calls = await upstream_calls(service, reset=True)
+    direct_calls = await service_calls(service, reset=True)
     # Each replica gets its share of the clients, as behind a Kubernetes service.
     proxied = await replay([r.url for r in world.replicas], requests, concurrency, "via sidecache")
-    proxied_calls = await upstream_calls(service)
+    proxied_calls = await service_calls(service)
     totals = await scrape([r.admin_url for r in world.replicas])
     return direct, proxied, (direct_calls, proxied_calls), totals
 
@@ -447,7 +501,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    requests = build_workload(args.requests, args.seed)
+    requests = build_workload(args.requests, args.seed, mcp_share=MCP_SHARE)
     with (
         stopping_on_sigterm(),
         tempfile.TemporaryDirectory(prefix="sidecache-demo-") as workdir,

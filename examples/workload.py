@@ -7,8 +7,11 @@ What real agent traffic looks like from a cache's point of view:
 - **search** (``POST /search``): people ask the same help-centre questions in their own
   words, so one intent arrives as several paraphrases (the semantic tier's job);
 - **catalogue reads** (``GET /agents``): not a cached route, passed through;
+- **MCP calls** (``POST /mcp``, with ``mcp_share``): agent runs using the service's MCP
+  endpoint, each of which discovers the server, re-lists the tools, often lists the help
+  centre's documents and reads a few (Zipf-popular) of them, sometimes calls an agent tool;
 - a few **tenants**, each with its own ``Authorization`` header and share of the traffic;
-  tenants never share cache entries.
+  tenants never share cache entries (except MCP results the server declares public).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from examples.agent_service.catalogue import AGENTS
+from examples.agent_service.documents import generate_documents
+from examples.agent_service.mcp import document_uri
+from examples.agent_service.mcp_transport import PROTOCOL_VERSION_META, VERSION
+
 TOPICS_FILE = Path(__file__).parent / "agent_service" / "help_topics.json"
 
 #: Tenant name → share of the traffic.
@@ -27,6 +35,15 @@ TENANTS = {"acme": 0.4, "globex": 0.3, "initech": 0.2, "umbrella": 0.1}
 
 #: Route mix: share of requests per kind.
 MIX = {"select": 0.57, "search": 0.35, "catalogue": 0.08}
+
+#: Share of the demo's requests that are MCP calls.
+MCP_SHARE = 0.2
+
+#: How often one MCP agent run does each optional step (it always lists the tools).
+MCP_DISCOVER = 0.5
+MCP_LIST_RESOURCES = 0.6
+MCP_CALL_TOOL = 0.25
+MCP_MAX_READS = 3
 
 #: Zipf exponent: weight of the n-th most popular item is 1 / n**s.
 ZIPF_S = 1.1
@@ -103,9 +120,18 @@ def search_subjects(topics_file: Path = TOPICS_FILE) -> list[str]:
     return [subject for topic in topics for subject, _detail in topic["subjects"]]
 
 
-def build_workload(count: int, seed: int = 7) -> list[Request]:
-    """``count`` requests in the order a client sends them; the same for the same seed."""
+def build_workload(count: int, seed: int = 7, mcp_share: float = 0.0) -> list[Request]:
+    """``count`` requests in the order a client sends them, ``mcp_share`` of them MCP calls;
+    the same for the same seed."""
     rng = random.Random(seed)
+    mcp_count = round(count * mcp_share)
+    http = _http_requests(count - mcp_count, rng)
+    if not mcp_count:
+        return http
+    return _interleave(http, _mcp_calls(mcp_count, rng), rng)
+
+
+def _http_requests(count: int, rng: random.Random) -> list[Request]:
     tasks = list(TASKS)
     subjects = search_subjects()
     # Popularity ranks are arbitrary: shuffle so the catalogue order does not decide them.
@@ -139,12 +165,79 @@ def build_workload(count: int, seed: int = 7) -> list[Request]:
     return requests
 
 
+def _mcp_calls(count: int, rng: random.Random) -> list[Request]:
+    """Agent runs on the MCP endpoint, one after another, cut to ``count`` calls."""
+    uris = [document_uri(document.id) for document in generate_documents()]
+    agents = [agent.id for agent in AGENTS]
+    tasks = list(TASKS)
+    for popular_first in (uris, agents, tasks):
+        rng.shuffle(popular_first)
+    tenants, tenant_weights = zip(*TENANTS.items(), strict=True)
+
+    calls: list[Request] = []
+    while len(calls) < count:
+        tenant = rng.choices(tenants, tenant_weights)[0]
+        steps: list[tuple[str, dict[str, object]]] = []
+        if rng.random() < MCP_DISCOVER:
+            steps.append(("server/discover", {}))
+        steps.append(("tools/list", {}))
+        if rng.random() < MCP_LIST_RESOURCES:
+            steps.append(("resources/list", {}))
+        reads = rng.choices(uris, zipf_weights(len(uris)), k=rng.randint(1, MCP_MAX_READS))
+        steps += [("resources/read", {"uri": uri}) for uri in reads]
+        if rng.random() < MCP_CALL_TOOL:
+            agent = rng.choices(agents, zipf_weights(len(agents)))[0]
+            task = rng.choices(tasks, zipf_weights(len(tasks)))[0]
+            steps.append(("tools/call", {"name": agent, "arguments": {"task": task}}))
+        # Each run numbers its own requests, as an MCP client does.
+        calls += [
+            mcp_request(tenant, n, method, params) for n, (method, params) in enumerate(steps, 1)
+        ]
+    return calls[:count]
+
+
+def mcp_request(tenant: str, request_id: int, method: str, params: dict[str, object]) -> Request:
+    """One MCP call (revision 2026-07-28) with the headers that mirror its body."""
+    meta = {
+        PROTOCOL_VERSION_META: VERSION,
+        "io.modelcontextprotocol/clientInfo": {"name": f"{tenant}-agent", "version": "1.0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": method,
+        "params": {**params, "_meta": meta},
+    }
+    headers = {
+        "Authorization": f"Bearer {tenant}-demo-token",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": VERSION,
+        "Mcp-Method": method,
+    }
+    name = params.get("name", params.get("uri"))
+    if isinstance(name, str):
+        headers["Mcp-Name"] = name
+    return Request("mcp", "POST", "/mcp", tenant, json.dumps(body).encode(), headers)
+
+
+def _interleave(first: list[Request], second: list[Request], rng: random.Random) -> list[Request]:
+    """Both lists in one, at random places, each keeping its own order."""
+    slots = [0] * len(first) + [1] * len(second)
+    rng.shuffle(slots)
+    streams = (iter(first), iter(second))
+    return [next(streams[slot]) for slot in slots]
+
+
 def distinct_keys(requests: list[Request]) -> int:
-    """How many different requests the workload holds once ``request_id`` is ignored."""
+    """How many different requests the workload holds once ``request_id`` (on MCP calls, the
+    JSON-RPC ``id``) is ignored."""
 
     def identity(request: Request) -> tuple[str, str, str, str]:
         document = json.loads(request.body) if request.body else {}
-        document.pop("request_id", None)
+        # Ids that change on every call and never change the answer.
+        document.pop("id" if request.kind == "mcp" else "request_id", None)
         return request.method, request.path, request.tenant, json.dumps(document, sort_keys=True)
 
     return len({identity(r) for r in requests})

@@ -17,11 +17,18 @@ Routes (all JSON unless noted):
     database at all. ``503`` when PostgreSQL is unreachable.
 ``POST /agents/run``  ``{"task": str, "agent_id"?: str}``
     A ``text/event-stream`` of ``step`` events a short delay apart, ending with ``done``.
+``POST /mcp``  one JSON-RPC request per POST (MCP revision 2026-07-28, streamable HTTP)
+    The catalogue as tools (one per agent, argument ``task``) and the help-centre
+    documents as resources (``help://documents/<id>``): ``server/discover``,
+    ``tools/list``, ``tools/call``, ``resources/list`` (100 a page), ``resources/read``,
+    ``resources/templates/list``. Lists and reads carry ``ttlMs`` and ``cacheScope:
+    "public"``; ``MCP-Protocol-Version``, ``Mcp-Method`` and ``Mcp-Name`` are checked
+    against the body (``400`` ``HeaderMismatch`` otherwise). See ``mcp.py``.
 ``GET  /healthz``
     Liveness, and which search backend is in use.
 ``GET  /_stats`` / ``DELETE /_stats``
-    Calls served per route since start (or since the last reset): the upstream calls a
-    cache in front of the service did not save.
+    Calls served per route since start (or since the last reset), and ``POST /mcp``
+    calls per MCP method: the upstream calls a cache in front of the service did not save.
 
 Embeddings come from the WordLlama weights inside the ``wordllama`` wheel; nothing is
 downloaded. Responses carry ``Surrogate-Key`` tags (``agents``, ``search``,

@@ -13,7 +13,7 @@ from . import build_app
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m examples.agent_service",
-        description="Reference agent service (agent selection, document search, SSE runs).",
+        description="Reference agent service (agent selection, document search, SSE runs, MCP).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")

@@ -12,11 +12,12 @@ from .catalogue import AGENTS
 from .documents import generate_documents
 from .embedder import Embedder
 from .handlers import healthz, list_agents, search, select_agents
+from .mcp import MCP_PATH, mcp_endpoint
 from .memory_index import MemoryIndex
 from .pgvector_index import PgVectorIndex
 from .run_stream import run_agent
 from .selection import AgentSelector
-from .state import CALLS, EMBEDDER, INDEX, SELECTOR, SETTINGS, Settings
+from .state import CALLS, DOCUMENTS, EMBEDDER, INDEX, MCP_CALLS, SELECTOR, SETTINGS, Settings
 from .stats import STATS_PATH, count_calls, reset_stats, show_stats
 
 
@@ -30,6 +31,7 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
     documents = generate_documents()
+    app[DOCUMENTS] = tuple(documents)
     vectors = app[EMBEDDER].embed([doc.text for doc in documents])
     dsn = app[SETTINGS].pg_dsn
     if dsn is None:
@@ -51,12 +53,14 @@ def build_app(
     app = web.Application(middlewares=[count_calls])
     app[SETTINGS] = Settings(pg_dsn, select_latency, step_delay)
     app[CALLS] = Counter()
+    app[MCP_CALLS] = Counter()
     app.cleanup_ctx.append(_models)
     app.cleanup_ctx.append(_index)
     app.router.add_get("/agents", list_agents)
     app.router.add_post("/agents/select", select_agents)
     app.router.add_post("/agents/run", run_agent)
     app.router.add_post("/search", search)
+    app.router.add_post(MCP_PATH, mcp_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(STATS_PATH, show_stats)
     app.router.add_delete(STATS_PATH, reset_stats)

@@ -1,4 +1,4 @@
-"""Typed keys for what the application holds: settings, models, index, call counts."""
+"""Typed keys for what the application holds: settings, models, documents, index, call counts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .documents import Document
 from .embedder import Embedder
 from .index import DocumentIndex
 from .selection import AgentSelector
@@ -24,5 +25,8 @@ class Settings:
 SETTINGS = web.AppKey("settings", Settings)
 EMBEDDER = web.AppKey("embedder", Embedder)
 SELECTOR = web.AppKey("selector", AgentSelector)
+DOCUMENTS = web.AppKey("documents", tuple[Document, ...])
 INDEX = web.AppKey("index", DocumentIndex)
 CALLS = web.AppKey("calls", Counter)
+#: ``POST /mcp`` calls per JSON-RPC method (``CALLS`` counts them all under one route).
+MCP_CALLS = web.AppKey("mcp_calls", Counter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .state import CALLS
+from .state import CALLS, MCP_CALLS
 
 STATS_PATH = "/_stats"
 
@@ -25,14 +25,23 @@ async def count_calls(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
+def _counts(app: web.Application) -> dict[str, object]:
+    """Calls per route, their total, and the ``POST /mcp`` calls per MCP method."""
+    calls, mcp_calls = app[CALLS], app[MCP_CALLS]
+    return {
+        "calls": dict(sorted(calls.items())),
+        "total": calls.total(),
+        "mcp": dict(sorted(mcp_calls.items())),
+    }
+
+
 async def show_stats(request: web.Request) -> web.Response:
-    calls = request.app[CALLS]
-    return web.json_response({"calls": dict(sorted(calls.items())), "total": calls.total()})
+    return web.json_response(_counts(request.app))
 
 
 async def reset_stats(request: web.Request) -> web.Response:
     """Zero the counters (e.g. between benchmark phases); answers the counts before."""
-    calls = request.app[CALLS]
-    before = {"calls": dict(sorted(calls.items())), "total": calls.total()}
-    calls.clear()
+    before = _counts(request.app)
+    request.app[CALLS].clear()
+    request.app[MCP_CALLS].clear()
     return web.json_response(before)
