@@ -44,6 +44,10 @@ from examples.workload import MCP_SHARE, Request, build_workload, summary
 SELECT_LATENCY = 0.05
 #: Longest a replay may take before it is abandoned.
 PHASE_TIMEOUT = 120.0
+#: The authority clients use for the service, as they would a Kubernetes Service's name:
+#: the replicas listen on ports of their own here, yet are one service to their clients (the
+#: key covers the authority, so replicas share entries only when reached under one).
+SERVICE_AUTHORITY = "agent-service"
 REQUEST_TIMEOUT = 30.0
 
 
@@ -174,8 +178,9 @@ class Outcome:
 async def replay(
     targets: list[str], requests: list[Request], concurrency: int, label: str
 ) -> list[Outcome]:
-    """Send every request (request ``i`` to ``targets[i % len(targets)]``) with ``concurrency``
-    requests in flight; gives up after ``PHASE_TIMEOUT``."""
+    """Send every request (request ``i`` to ``targets[i % len(targets)]``, under one
+    ``Host``: ``SERVICE_AUTHORITY``) with ``concurrency`` requests in flight; gives up after
+    ``PHASE_TIMEOUT``."""
     outcomes: list[Outcome] = []
     progress = Progress(label, len(requests))
     pending = iter(enumerate(requests))
@@ -188,8 +193,9 @@ async def replay(
             mcp_method = request.headers.get("Mcp-Method", "")
             began = time.perf_counter()
             try:
+                headers = {**request.headers, "Host": SERVICE_AUTHORITY}
                 async with session.request(
-                    request.method, url, data=request.body, headers=request.headers
+                    request.method, url, data=request.body, headers=headers
                 ) as response:
                     await response.read()
                     outcome = Outcome(

@@ -45,9 +45,9 @@ def test_mcp_agent_runs_relist_tools_and_reread_documents() -> None:
     assert reads.most_common(1)[0][1] > 1
 
 
-def test_demo_reports_what_mcp_caching_saved(capsys) -> None:
+def test_demo_reports_what_mcp_caching_saved_and_replicas_share_l2(capsys) -> None:
     # One request at a time: every repeated call finds the earlier one's answer stored.
-    code = demo.main(["--requests", "80", "--replicas", "1", "--concurrency", "1"])
+    code = demo.main(["--requests", "80", "--replicas", "2", "--concurrency", "1"])
 
     out = capsys.readouterr().out
     assert code == 0
@@ -58,6 +58,11 @@ def test_demo_reports_what_mcp_caching_saved(capsys) -> None:
     assert hits > 0
     assert via_sidecache == sent - hits  # counted by the service: each hit saved a call
     assert "MCP upstream calls saved" in out
+    # Requests alternate between the replicas under one authority: a repeat that reaches
+    # the other replica is answered from the entry the first one wrote to Redis.
+    l2 = re.search(r"^L2 +(\d+) +(\d+) ", out, re.MULTILINE)
+    assert l2 is not None, out
+    assert int(l2.group(2)) > 0
 
 
 def test_demo_replays_the_workload_and_stops_every_process(capsys) -> None:
