@@ -63,7 +63,7 @@ from core.policy import Decision, decide, is_event_stream
 from core.singleflight import SingleFlight
 from core.sse import Event
 from proxy.event_relay import EventRelay
-from proxy.exchange import BodyTimeout, BufferedBody, Reply, Request
+from proxy.exchange import BodyTimeout, BufferedBody, Keyed, Reply, Request
 from proxy.forward import (
     IDEMPOTENT_METHODS,
     REPLAY_LIMIT,
@@ -85,6 +85,7 @@ NO_ROUTE = "none"
 #: Request byte strings whose fast-path key is remembered (the memo is emptied when full).
 FAST_KEY_MEMO = 4096
 FAST_KEY_MEMO_MAX = 4096
+_UNKNOWN = object()  # (not in the fast-key memo yet)
 PASSED = passed("pass", "bypass")  # no route: relayed as it is
 BYPASSED = passed("bypass", "bypass")  # a cacheable route, but the request said no-store
 BODY_TIMEOUT = Outcome("error", detail="body-timeout")
@@ -142,7 +143,7 @@ class Engine:
         self._hit_counters: dict[tuple[str, str], object] = {}
         self._access_log = access_enabled()
         self._keys = KeyCache()
-        self._fast_keys: dict[object, tuple] = {}
+        self._fast_keys: dict[object, Keyed | None] = {}
         self._trusted = runtime.config.server.trusted_proxies
         self.body_timeout = runtime.config.server.body_timeout
 
@@ -158,7 +159,13 @@ class Engine:
         """The reply to ``request``. The front end records it with ``record`` once written."""
         UPSTREAM_SECONDS.set(None)
         STARTED.set(time.perf_counter())
-        route = self._routes.match(request.method, request.path)
+        keyed = request.keyed
+        if keyed is not None and keyed.generation != self._generations.get(keyed.route.name):
+            keyed = request.keyed = None  # a purge since: keyed anew under the new generation
+        if keyed is not None:
+            route: RouteConfig | None = keyed.route
+        else:
+            route = self._routes.match(request.method, request.path)
         name = route.name if route is not None else NO_ROUTE
         try:
             if route is None:
@@ -192,7 +199,7 @@ class Engine:
         headers: MultiMapping[str],
         body: bytes,
         peer: str,
-    ) -> tuple[RouteConfig, RequestKey] | None:
+    ) -> Keyed | None:
         """The route and key of a request the fast path may answer at once from the exact
         tiers: a ``json`` route and an ordinary lookup. ``path`` is the decoded path routes
         match. ``None``: leave it to ``handle``.
@@ -204,20 +211,15 @@ class Engine:
         if len(raw) > FAST_KEY_MEMO_MAX:  # (the memo stays a few MiB)
             return self._fast_key(method, path, raw_target, headers, body, peer)
         memo = (raw, is_trusted(peer, self._trusted)) if self._trusted else raw
-        known = self._fast_keys.get(memo)
-        if known is not None:
-            route, key, generation = known
-            if route is None:
-                return None
-            if self._generations.get(route.name) == generation:
-                return route, key
+        known = self._fast_keys.get(memo, _UNKNOWN)
+        if known is None:
+            return None
+        if isinstance(known, Keyed) and self._generations.get(known.route.name) == known.generation:
+            return known
         found = self._fast_key(method, path, raw_target, headers, body, peer)
         if len(self._fast_keys) >= FAST_KEY_MEMO:
             self._fast_keys.clear()
-        if found is None:
-            self._fast_keys[memo] = (None, None, 0)
-        else:
-            self._fast_keys[memo] = (*found, self._generations.get(found[0].name))
+        self._fast_keys[memo] = found
         return found
 
     def _fast_key(
@@ -228,7 +230,7 @@ class Engine:
         headers: MultiMapping[str],
         body: bytes,
         peer: str,
-    ) -> tuple[RouteConfig, RequestKey] | None:
+    ) -> Keyed | None:
         route = self._routes.match(method, path)
         if route is None or not MODES[route.mode].fast_hits:
             return None
@@ -236,7 +238,8 @@ class Engine:
             return None
         target = self.target(raw_target, headers, "http", peer)
         generation = self._generations.get(route.name)
-        return route, self._keys.derive(route, method, target, headers, body, generation)
+        key = self._keys.derive(route, method, target, headers, body, generation)
+        return Keyed(route, key, generation)
 
     def fresh_local(self, route: RouteConfig, key: RequestKey) -> CachedResponse | None:
         """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
@@ -284,7 +287,11 @@ class Engine:
         mode = MODES[route.mode]
         if isinstance(mode, McpMode):
             return await self._handle_call(request, route, mode)
-        decision = mode.decide(route, request.headers, request.body.length)
+        keyed = request.keyed  # (the fast front end decided and keyed it: see ``Keyed``)
+        if keyed is not None:
+            decision = Decision.LOOKUP
+        else:
+            decision = mode.decide(route, request.headers, request.body.length)
         if decision is Decision.BYPASS:
             return await self._pass_through(request, route.name, BYPASSED)
 
@@ -295,11 +302,14 @@ class Engine:
             return await self._pass_through(
                 replace(request, body=BufferedBody(body)), route.name, outcome
             )
-        method, keyed_body = mode.keyed_request(request.method, body)
-        generation = self._generations.get(route.name)
-        key = self._keys.derive(
-            route, method, request.target, request.headers, keyed_body, generation
-        )
+        if keyed is not None:
+            key = keyed.key
+        else:
+            method, keyed_body = mode.keyed_request(request.method, body)
+            generation = self._generations.get(route.name)
+            key = self._keys.derive(
+                route, method, request.target, request.headers, keyed_body, generation
+            )
         hit = (
             await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
         )

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 import aiohttp
 from multidict import CIMultiDict, MultiMapping
 
+from core.config import RouteConfig
 from core.headers import Target
+from core.keys import RequestKey
 from core.outcome import Outcome
 from proxy.upstream_client import Response
 
@@ -106,6 +108,16 @@ class StreamBody:
             yield chunk
 
 
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A request the fast front end has already matched, decided (an ordinary lookup on a
+    ``json`` route) and keyed, under the route's purge ``generation`` of that moment."""
+
+    route: RouteConfig
+    key: RequestKey
+    generation: int
+
+
 @dataclass(slots=True)
 class Request:
     """One client request, as every step of the engine sees it."""
@@ -118,6 +130,8 @@ class Request:
     #: The client's address.
     peer: str
     body: Body = NO_BODY
+    #: What the fast front end found out already: the engine does not do it again.
+    keyed: Keyed | None = None
 
 
 class Relayed(Protocol):

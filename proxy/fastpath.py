@@ -50,7 +50,7 @@ from proxy.connections import (
     RefusedConnection,
 )
 from proxy.engine import Engine
-from proxy.exchange import NO_BODY, BufferedBody, Reply, Request
+from proxy.exchange import NO_BODY, BufferedBody, Keyed, Reply, Request
 from proxy.handler import ProxyHandler
 
 #: A request head or body bigger than this is not worth a fast look.
@@ -269,15 +269,14 @@ class FastConnection(asyncio.Protocol):
             except Exception:  # the engine meets it too, and answers it as it does errors
                 found = None
             if found is not None:
-                route, key = found
-                entry = proxy.fresh_local(route, key)
+                entry = proxy.fresh_local(found.route, found.key)
                 if entry is not None:
-                    self._write(route, entry, "l1", started)
+                    self._write(found.route, entry, "l1", started)
                     self._consume(now)
                     continue
-            # Anything else goes through the engine; the requests behind it wait their turn
-            # (answers stay in order).
-            self._busy = asyncio.ensure_future(self._answer(body, started))
+            # Anything else goes through the engine (with what was found out here); the
+            # requests behind it wait their turn (answers stay in order).
+            self._busy = asyncio.ensure_future(self._answer(body, started, found))
             return
 
     def _read_head(self, now: float) -> RawRequestMessage | None:
@@ -316,7 +315,7 @@ class FastConnection(asyncio.Protocol):
         self._head, self._fed = None, 0
         self._started = now
 
-    async def _answer(self, body: bytes, started: float) -> None:
+    async def _answer(self, body: bytes, started: float, keyed: Keyed | None) -> None:
         """A request the fast path could not answer at once goes through the engine (which
         asks each remote tier once); its reply is written here, then the next request's
         turn comes."""
@@ -330,6 +329,7 @@ class FastConnection(asyncio.Protocol):
             headers=head.headers,
             peer=self._peer,
             body=BufferedBody(body) if body else NO_BODY,
+            keyed=keyed,
         )
         reply: Reply | None = None
         status = 499  # the client went away first

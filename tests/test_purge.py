@@ -246,3 +246,34 @@ async def test_stats_report_hits_misses_and_savings_per_route_and_tier(
     assert stats["tiers"]["l1"]["bytes"] > 0
     assert stats["tiers"]["l2"]["available"] is True
     assert stats["latency_ms"]["hit"]["p50"] is not None
+
+
+async def test_a_request_keyed_by_the_fast_front_end_before_a_route_purge_is_keyed_again(
+    make_proxy, upstream, admin_token, redis_url
+):
+    """The fast front end hands the engine the route and key it found; a purge of the route
+    in between (its generation moved on) makes the engine key the request anew, or it would
+    reach the purged entry still in Redis under the old generation."""
+    from multidict import CIMultiDict
+
+    from proxy.engine import Engine
+    from proxy.exchange import BufferedBody, Request
+
+    proxy = await make_proxy(cache={"l2": {"url": redis_url}})
+    engine = Engine(proxy.runtime)
+    headers = CIMultiDict({"Host": "agents.internal", "Content-Type": "application/json"})
+    body = b'{"task": "keyed"}'
+    keyed = engine.fast_key(body, "POST", SELECT, SELECT, headers, body, "127.0.0.1")
+    assert keyed is not None
+
+    def request() -> Request:
+        target = engine.target(SELECT, headers, "http", "127.0.0.1")
+        return Request("POST", SELECT, target, headers, "127.0.0.1", BufferedBody(body), keyed)
+
+    assert (await engine.handle(request())).outcome.cache_status == "sidecache; fwd=miss; stored"
+    await proxy.runtime.cache.flush()
+    purged = await proxy.admin.post("/purge", json={"route": "select"}, headers=admin_token)
+    assert purged.status == 200
+
+    again = await engine.handle(request())
+    assert again.outcome.cache_status == "sidecache; fwd=miss; stored"
