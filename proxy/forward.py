@@ -70,6 +70,7 @@ class Upstream:
         self._limiter = limiter
         self._metrics = metrics
         self._client: UpstreamClient | None = None
+        self._durations: dict[str, Any] = {}  # each route's histogram child, looked up once
 
     async def start(self) -> None:
         # Bodies pass through as the upstream encoded them, and no header the client did
@@ -121,7 +122,10 @@ class Upstream:
             self._metrics.upstream_errors.labels(route, "unreachable").inc()
             raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
         elapsed = time.perf_counter() - started
-        self._metrics.upstream_duration.labels(route).observe(elapsed)
+        duration = self._durations.get(route)
+        if duration is None:
+            duration = self._durations[route] = self._metrics.upstream_duration.labels(route)
+        duration.observe(elapsed)
         UPSTREAM_SECONDS.set(elapsed)
         if response.status >= 500:  # an answer, but a failed one: it counts as an error
             self._metrics.upstream_errors.labels(route, "server_error").inc()
