@@ -67,6 +67,16 @@ def parse_size(value: Any) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def parse_methods(value: Any) -> str | tuple[str, ...]:
+    """A route's ``method``: one method (or ``*``) as a string, or a non-empty list of
+    methods (each checked against ``ROUTE_METHODS`` with the other cross-field rules)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError
+
+
 def _duration(default: float) -> Any:
     return field(
         default=default, metadata={"parse": parse_duration, "expect": 'a duration like "5m"'}
@@ -257,7 +267,11 @@ class RouteConfig:
 
     name: str
     path: str
-    method: str = "POST"
+    #: One method, ``*`` (any), or a list of methods (``[GET, HEAD, POST]``).
+    method: str | tuple[str, ...] = field(
+        default="POST",
+        metadata={"parse": parse_methods, "expect": 'a method or a list of methods like "GET"'},
+    )
     ttl: float = _duration(300.0)
     statuses: tuple[int, ...] = (200,)
     max_entry_size: int = _size(1024**2)
@@ -278,9 +292,9 @@ class RouteConfig:
     #: Upstream requests in flight at once for this route (0 = only the overall bound).
     max_concurrency: int = 0
     #: ``json``: keyed by the JSON body, fresh for ``ttl`` (agent selection, search).
-    #: ``http``: a shared HTTP cache by RFC 9111 (``method`` GET or ``*``: GET and HEAD are
-    #: cached, other methods passed through). ``ttl`` and ``statuses`` are json-mode only;
-    #: ``keep`` and ``targeted`` below are http-mode only.
+    #: ``http``: a shared HTTP cache by RFC 9111 (``method`` GET, ``*`` or a list with GET:
+    #: GET and HEAD are cached, other methods passed through). ``ttl`` and ``statuses``
+    #: are json-mode only; ``keep`` and ``targeted`` below are http-mode only.
     #: ``mcp``: an MCP endpoint, cached by MCP's own rules (``mcp`` holds its settings).
     #: ``openai``: OpenAI-compatible completions and embeddings (see ``core.llm``).
     mode: str = "json"
@@ -299,6 +313,12 @@ class RouteConfig:
     #: ``openai`` mode: also cache sampled completions (``temperature`` above 0 without a
     #: ``seed``, or ``n`` above 1), which the model would answer differently each time.
     sampled: bool = False
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods the route names, upper-cased (``("*",)``: any method)."""
+        listed = (self.method,) if isinstance(self.method, str) else self.method
+        return tuple(method.upper() for method in listed)
 
 
 @dataclass(frozen=True)
@@ -537,9 +557,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f'{where}.name: duplicate route name "{route.name}"')
         names.add(route.name)
         _check_route_path(route.path, f"{where}.path")
-        if route.method.upper() not in ROUTE_METHODS:
-            methods = ", ".join(ROUTE_METHODS)
-            raise ConfigError(f'{where}.method: expected one of {methods}, got "{route.method}"')
+        _check_methods(route, f"{where}.method")
         _check_tenant(route.tenant, f"{where}.tenant")
         _check_mode(route, where)
         for j, status in enumerate(route.statuses):
@@ -575,6 +593,30 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
+def _check_methods(route: RouteConfig, where: str) -> None:
+    """One known method or ``*``; or a list of known methods, each once (``*`` stands
+    alone: a list with it would mean any method anyway)."""
+    known = ", ".join(ROUTE_METHODS)
+    if isinstance(route.method, str):
+        if route.method.upper() not in ROUTE_METHODS:
+            raise ConfigError(f'{where}: expected one of {known}, got "{route.method}"')
+        return
+    seen: set[str] = set()
+    for i, method in enumerate(route.method):
+        upper = method.upper()
+        if upper == "*":
+            raise ConfigError(f'{where}[{i}]: "*" means any method: give it alone, not in a list')
+        if upper not in ROUTE_METHODS:
+            raise ConfigError(f'{where}[{i}]: expected one of {known}, got "{method}"')
+        if upper in seen:
+            raise ConfigError(f'{where}[{i}]: "{method}" is listed twice')
+        seen.add(upper)
+
+
+def _show_methods(method: str | tuple[str, ...]) -> str:
+    return f'"{method}"' if isinstance(method, str) else f"[{', '.join(method)}]"
+
+
 def _check_route_path(path: str, where: str) -> None:
     """A route path is matched against the request's decoded path, without its query: one
     with an escape, a query, a fragment or white space could never match."""
@@ -596,27 +638,29 @@ def _check_mode(route: RouteConfig, where: str) -> None:
     if route.mode not in ROUTE_MODES:
         modes = ", ".join(f'"{mode}"' for mode in ROUTE_MODES)
         raise ConfigError(f'{where}.mode: expected one of {modes}, got "{route.mode}"')
-    method = route.method.upper()
-    if route.mode == "http" and method not in ("GET", "*"):
+    if route.mode == "http" and not {"GET", "*"} & set(route.methods):
+        expected = '"GET" or "*"' if isinstance(route.method, str) else "a list with GET"
         raise ConfigError(
-            f'{where}.method: mode "http" caches GET (and HEAD): expected "GET" or "*", '
-            f'got "{route.method}"'
+            f'{where}.method: mode "http" caches GET (and HEAD): expected {expected}, '
+            f"got {_show_methods(route.method)}"
         )
     for j, name in enumerate(route.targeted):
         if not _FIELD_NAME.match(name):
             raise ConfigError(f'{where}.targeted[{j}]: expected a field name, got "{name}"')
     if route.mode == "mcp":
         _check_mcp_route(route, where)
-    if route.mode == "openai" and method != "POST":
-        raise ConfigError(f'{where}.method: mode "openai" caches POST, got "{route.method}"')
+    if route.mode == "openai" and route.methods != ("POST",):
+        shown = _show_methods(route.method)
+        raise ConfigError(f'{where}.method: mode "openai" caches POST, got {shown}')
     if route.sampled and route.mode != "openai":
         raise ConfigError(f'{where}.sampled: only for mode "openai", got mode "{route.mode}"')
 
 
 def _check_mcp_route(route: RouteConfig, where: str) -> None:
     """An MCP endpoint takes POSTs (and, before 2026-07-28, GET streams and DELETEs)."""
-    if route.method.upper() not in ("POST", "*"):
-        raise ConfigError(f'{where}.method: mode "mcp" expects "*" or POST, got "{route.method}"')
+    if route.methods not in (("POST",), ("*",)):
+        shown = _show_methods(route.method)
+        raise ConfigError(f'{where}.method: mode "mcp" expects "*" or POST, got {shown}')
     if route.semantic is not None:
         raise ConfigError(f'{where}.semantic: not available with mode "mcp"')
     for i, name in enumerate(route.mcp.cache_tools):

@@ -18,7 +18,14 @@ from core.cache import Hit
 from core.config import RouteConfig
 from core.entry import CachedResponse
 from core.modes import MODES
-from core.outcome import Outcome, fresh_hit, passed, stale_hit
+from core.outcome import (
+    Outcome,
+    fresh_hit,
+    passed,
+    stale_accepted,
+    stale_hit,
+    unanswered,
+)
 from core.policy import Decision
 
 
@@ -52,7 +59,16 @@ class Relay:
     outcome: Outcome
 
 
-Step = Serve | Fetch | Relay
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer ``status`` without the upstream: the request said ``only-if-cached`` and
+    nothing stored may answer it (RFC 9111 §5.2.1.7: 504)."""
+
+    status: int
+    outcome: Outcome
+
+
+Step = Serve | Fetch | Relay | Refuse
 
 
 def after_lookup(
@@ -62,6 +78,7 @@ def after_lookup(
     hit: Hit | None,
     now: float,
     chance: Callable[[], float] = random.random,
+    limits: http_cache.RequestLimits = http_cache.NO_LIMITS,
 ) -> Step:
     """What to do with what the lookup found (``hit`` ``None``: nothing, or no lookup).
 
@@ -72,12 +89,22 @@ def after_lookup(
       keeping it as the answer should the upstream fail inside stale-if-error (RFC 5861 §4)
       or, in HTTP mode, be unreachable where the entry's directives allow (RFC 9111 §4.2.4);
     - a ``HEAD`` with no usable entry is passed on unstored.
+
+    HTTP mode also honours the request's own ``limits`` (RFC 9111 §5.2.1): ``max-age``
+    and ``min-fresh`` narrow what counts as fresh, ``max-stale`` serves a stale entry whose
+    directives allow it, and ``only-if-cached`` answers 504 rather than ask the upstream.
     """
-    if hit is not None and hit.entry.is_fresh(now):
-        refresh = refresh_ahead_due(route, hit.entry, now, chance)
-        return Serve(hit, fresh_hit(hit.tier), refresh=refresh)
-    if hit is not None and hit.entry.may_serve_while_revalidating(now):
+    if hit is not None:
+        accepted = _accepted(route, hit.entry, now, limits)
+        if accepted == "fresh":
+            refresh = refresh_ahead_due(route, hit.entry, now, chance)
+            return Serve(hit, fresh_hit(hit.tier), refresh=refresh)
+        if accepted == "stale":
+            return Serve(hit, stale_accepted(hit.tier))
+    if hit is not None and hit.entry.may_serve_while_revalidating(now) and _unnarrowed(limits):
         return Serve(hit, stale_hit(hit.tier), refresh=True)
+    if limits.only_if_cached:
+        return Refuse(504, unanswered("only-if-cached"))
     if method == "HEAD":
         return Relay(passed("miss", "miss"))
     if hit is not None:
@@ -87,6 +114,24 @@ def after_lookup(
             offline = hit
         return Fetch("stale", revalidate=hit.entry, fallback=fallback, offline=offline)
     return Fetch("miss" if decision is Decision.LOOKUP else "request")
+
+
+def _accepted(
+    route: RouteConfig, entry: CachedResponse, now: float, limits: http_cache.RequestLimits
+) -> str | None:
+    """``"fresh"``, ``"stale"`` (the request's ``max-stale`` accepts it) or ``None``."""
+    if limits == http_cache.NO_LIMITS:  # (json mode, and most requests: no directives)
+        return "fresh" if entry.is_fresh(now) else None
+    # (Whether the entry's directives allow stale at all: the same rule as when
+    # disconnected, RFC 9111 §4.2.4.)
+    stale_allowed = MODES[route.mode].serves_stale_when_disconnected(route, entry)
+    return limits.accept(entry.age(now), entry.ttl, stale_allowed)
+
+
+def _unnarrowed(limits: http_cache.RequestLimits) -> bool:
+    """A stale-while-revalidate answer is for requests that did not ask for more
+    freshness than usual (``max-age``, ``min-fresh``)."""
+    return limits.max_age is None and limits.min_fresh == 0
 
 
 def refresh_ahead_due(

@@ -10,15 +10,21 @@ Pure functions over headers; the engine decides when to call them.
   ``Vary: *``; never ``Set-Cookie`` (a shared cache must not hand one client's cookie to
   another). Any final status with explicit freshness is storable; without, only the
   heuristically cacheable ones (RFC 9110 §15.1); ``must-understand`` only for a status
-  sidecache understands (§5.2.2.3).
+  sidecache understands (§5.2.2.3). A content-coded body is stored as a variant of the
+  request's ``Accept-Encoding``, whatever ``Vary`` says.
+- Updating (§3.2, §4.3.4): a 304's fields replace the stored ones, except those that
+  describe the stored content (``NOT_UPDATED_BY_304``).
 - Freshness lifetime (§4.2.1): ``s-maxage``, else ``max-age``, else ``Expires - Date``,
   else, for a heuristically cacheable status only, 10 % of the time since
   ``Last-Modified`` (at most the cap the caller gives), else none: no default freshness.
   ``no-cache`` makes it 0.
 - Age (§4.2.3): the age the response already had when it arrived (``Age`` plus the
   response delay, or ``now - Date``, whichever is larger) is kept by back-dating the
-  entry, so ``Age`` and freshness keep counting from there. An invalid ``Age`` makes the
-  response stale (§5.1: of a list, the first member counts).
+  entry, so ``Age`` and freshness keep counting from there. An ``Age`` that is not exactly
+  one delta-seconds (a list included, §5.1) makes the response stale.
+- Request directives (§5.2.1): ``no-store`` bypasses; ``no-cache`` and ``max-age=0``
+  revalidate; ``max-age``, ``min-fresh`` and ``max-stale`` narrow or widen what a stored
+  response may answer (``RequestLimits``); ``only-if-cached`` never asks the origin.
 - Stale (§4.2.4): never against ``must-revalidate``, ``proxy-revalidate``, ``s-maxage``
   (§5.2.2.10) or ``no-cache``; otherwise when the origin allows it (RFC 5861) or, when
   disconnected, on the cache's own initiative.
@@ -26,6 +32,7 @@ Pure functions over headers; the engine decides when to call them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +41,13 @@ from datetime import UTC, datetime
 from multidict import MultiMapping
 
 from core.headers import combined
-from core.policy import Decision, cache_control, delta_seconds, pragma_no_cache
+from core.policy import (
+    Decision,
+    cache_control,
+    content_coded,
+    delta_seconds,
+    pragma_no_cache,
+)
 
 #: Safe methods (RFC 9110 §9.2.1); every other method, known or not, is unsafe and
 #: invalidates what is stored for its target URI when it succeeds (§4.4).
@@ -105,6 +118,59 @@ def request_decision(headers: Mapping[str, str]) -> Decision:
     if "no-cache" in directives or directives.get("max-age") == "0" or pragma_no_cache(headers):
         return Decision.REFRESH
     return Decision.LOOKUP
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What a request's own directives ask of a stored response (§5.2.1): no older than
+    ``max_age``; fresh for at least ``min_fresh`` more seconds; or stale by at most
+    ``max_stale`` (``inf``: any staleness); ``only_if_cached``: never the origin."""
+
+    max_age: float | None = None
+    min_fresh: float = 0.0
+    max_stale: float = 0.0
+    only_if_cached: bool = False
+
+    def accept(self, age: float, lifetime: float, stale_allowed: bool) -> str | None:
+        """How a stored response of ``age`` with freshness ``lifetime`` may answer without
+        the origin: ``"fresh"``, ``"stale"`` (inside ``max_stale``; only where its own
+        directives allow stale at all, §4.2.4: ``max-stale`` never overrides
+        ``must-revalidate``, ``proxy-revalidate``, ``no-cache`` or ``s-maxage``), or
+        ``None``."""
+        if self.max_age is not None and age > self.max_age:
+            return None
+        remaining = lifetime - age
+        if remaining > 0 and remaining >= self.min_fresh:
+            return "fresh"
+        if stale_allowed and self.max_stale > 0 and -remaining <= self.max_stale:
+            return "stale"
+        return None
+
+
+#: A request without directives: fresh is usable, stale is not.
+NO_LIMITS = RequestLimits()
+
+
+def request_limits(headers: Mapping[str, str]) -> RequestLimits:
+    """The request's ``max-age``, ``min-fresh``, ``max-stale`` and ``only-if-cached``
+    (§5.2.1.1-3, §5.2.1.7). ``max-stale`` without a value accepts any staleness; an
+    argument that is not delta-seconds is ignored (the directive asks nothing)."""
+    found = directives(combined(headers, "Cache-Control"))
+    if "max-stale" in found:
+        max_stale = math.inf if found["max-stale"] is None else _delta(found, "max-stale")
+    else:
+        max_stale = 0.0
+    max_age = delta_seconds(found["max-age"]) if "max-age" in found else None
+    return RequestLimits(
+        max_age=max_age,
+        min_fresh=_delta(found, "min-fresh"),
+        max_stale=max_stale,
+        only_if_cached="only-if-cached" in found,
+    )
+
+
+def _delta(found: dict[str, str | None], name: str) -> float:
+    return delta_seconds(found.get(name)) or 0.0
 
 
 def unstorable_reason(
@@ -184,18 +250,33 @@ def may_serve_stale(
 
 
 def age_value(headers: Mapping[str, str]) -> float | None:
-    """The ``Age`` a response arrived with: 0 when absent; ``None`` when invalid. Of a list
-    (on one line or several), the first member counts (§5.1)."""
+    """The ``Age`` a response arrived with: 0 when absent; ``None`` (invalid: the response
+    is stale) unless it is exactly one delta-seconds. §5.1 says a cache SHOULD use the
+    first member of a list, but a list (on one line or several) means some hop added or
+    repeated the field: which member is true cannot be known, and reading it as stale
+    costs one revalidation where reading it as fresh could serve an old answer (the
+    conservative reading the cache-tests suite also takes)."""
     value = combined(headers, "Age")
     if not value.strip():
         return 0.0
-    return delta_seconds(value.split(",", 1)[0])
+    return None if "," in value else delta_seconds(value)
 
 
 def vary_names(headers: Mapping[str, str]) -> tuple[str, ...]:
     """The request headers a response varies on, lowercased and sorted."""
     names = {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     return tuple(sorted(name for name in names if name))
+
+
+def variant_names(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The request headers a stored response is selected by (§4.1): those its ``Vary``
+    names and, for a content-coded body, ``Accept-Encoding`` even when ``Vary`` does not
+    say so: a coded body then only reaches a client that asked exactly as its first
+    requester did, whether or not the origin declared that it varies."""
+    names = vary_names(headers)
+    if content_coded(headers) and "accept-encoding" not in names:
+        names = tuple(sorted((*names, "accept-encoding")))
+    return names
 
 
 #: The value a variant records for a header the request did not send: an absent header
@@ -246,12 +327,22 @@ def not_modified(request_headers: Mapping[str, str], stored: Mapping[str, str]) 
     return since is not None and modified is not None and modified <= since
 
 
+#: Stored fields a 304 never replaces: they describe the stored content itself, which a 304
+#: cannot change. ``Content-Length`` (§3.2, by name); ``Content-Encoding`` and ``Content-MD5``,
+#: fields "the cache's stored response depends upon" (§3.2: the stored bytes are in the stored
+#: coding, with the stored digest); ``Content-Range``, which §3.2 lets a cache exclude; and
+#: ``ETag``, the validator that identified the stored response to update (§4.3.4).
+NOT_UPDATED_BY_304 = frozenset(
+    {"content-length", "content-encoding", "content-md5", "content-range", "etag"}
+)
+
+
 def merge_not_modified(
     stored: tuple[tuple[str, str], ...], fresh: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
-    """Stored headers updated with those of a 304 (§4.3.4): the 304's values replace the
-    stored ones of the same name."""
-    replaced = {name.lower() for name in fresh if name.lower() != "content-length"}
+    """Stored headers updated with those of a 304 (§3.2, §4.3.4): the 304's values replace
+    the stored ones of the same name, except ``NOT_UPDATED_BY_304``."""
+    replaced = {name.lower() for name in fresh if name.lower() not in NOT_UPDATED_BY_304}
     kept = [(name, value) for name, value in stored if name.lower() not in replaced]
     updates = [(name, value) for name, value in fresh.items() if name.lower() in replaced]
     return tuple(kept + updates)

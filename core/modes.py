@@ -60,6 +60,8 @@ class JsonMode:
     answers_conditionals = False
     #: A stale entry with validators is revalidated with a conditional request.
     revalidates = False
+    #: A ``Range`` request is answered from a stored complete response (``core.ranges``).
+    answers_ranges = False
     #: A HEAD request is answered from the stored GET.
     head_from_get = False
     #: A successful unsafe request invalidates what is stored for its URI (RFC 9111 §4.4).
@@ -84,6 +86,11 @@ class JsonMode:
 
     def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
         return method, body
+
+    def request_limits(self, headers: Mapping[str, str]) -> http_cache.RequestLimits:
+        """What the request's own directives ask of a stored answer (json mode: nothing
+        beyond ``no-store`` / ``no-cache``, which ``decide`` reads)."""
+        return http_cache.NO_LIMITS
 
     def serves_stale_when_disconnected(self, route: RouteConfig, entry: CachedResponse) -> bool:
         """Whether a stored (stale, still kept) entry answers when the upstream cannot be
@@ -154,6 +161,7 @@ class HttpMode(JsonMode):
     fast_hits = False
     answers_conditionals = True
     revalidates = True
+    answers_ranges = True
     head_from_get = True
     invalidated_by_unsafe = True
 
@@ -173,6 +181,10 @@ class HttpMode(JsonMode):
 
     def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
         return "GET", b""  # HEAD is answered from the stored GET; bodies are not keys
+
+    def request_limits(self, headers: Mapping[str, str]) -> http_cache.RequestLimits:
+        # max-age, min-fresh, max-stale, only-if-cached (RFC 9111 §5.2.1)
+        return http_cache.request_limits(headers)
 
     def serves_stale_when_disconnected(self, route: RouteConfig, entry: CachedResponse) -> bool:
         # RFC 9111 §4.2.4: a disconnected cache may serve stale unless a directive forbids it.
@@ -222,7 +234,7 @@ class HttpMode(JsonMode):
             stale_if_error=base.stale_if_error if stale_allowed else 0.0,
             keep_stale=route.keep if stale_allowed or http_cache.validators(headers) else 0.0,
             tags=(*base.tags, http_cache.uri_tag(path_qs)),
-            vary=http_cache.vary_values(http_cache.vary_names(headers), request_headers),
+            vary=http_cache.vary_values(http_cache.variant_names(headers), request_headers),
         )
 
 

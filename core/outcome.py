@@ -53,6 +53,17 @@ def stale_hit(tier: str) -> Outcome:
     return Outcome("stale", hit=True, fwd="stale", detail=tier)
 
 
+def stale_accepted(tier: str) -> Outcome:
+    """Answered stale because the request's ``max-stale`` accepts it (RFC 9111
+    §5.2.1.2); nothing is refreshed."""
+    return Outcome("stale", hit=True, detail=f"max-stale-{tier}")
+
+
+def unanswered(why: str) -> Outcome:
+    """Neither served from cache nor forwarded (``only-if-cached`` with nothing usable)."""
+    return Outcome("miss", detail=why)
+
+
 def stale_on_error(tier: str) -> Outcome:
     """The upstream failed; answered with a stale entry inside stale-if-error."""
     return Outcome("stale", fwd="stale", detail=f"stale-if-error-{tier}")

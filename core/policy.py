@@ -91,8 +91,9 @@ def uncacheable_reason(
     if by_variant:  # answers are stored per variant of their own Vary (HTTP mode)
         covered |= {name.strip().lower() for name in combined(headers, "Vary").split(",")}
     # An encoded body may only go to clients that accept it: cached only when keyed by it.
-    encodings = {e.strip().lower() for e in combined(headers, "Content-Encoding").split(",")}
-    if encodings - {"", "identity"} and "accept-encoding" not in covered:
+    # (Stored per variant, a coded answer's variant records Accept-Encoding: see
+    # ``core.http_cache.variant_names``.)
+    if content_coded(headers) and "accept-encoding" not in covered and not by_variant:
         return "content-encoding"
     # A Vary on a header the key does not cover could hand one client another's variant.
     for name in combined(headers, "Vary").split(","):
@@ -100,6 +101,12 @@ def uncacheable_reason(
         if name and name not in covered:
             return "vary"
     return None
+
+
+def content_coded(headers: Mapping[str, str]) -> bool:
+    """Whether the body is in a content coding (any but ``identity``, on any line)."""
+    encodings = {e.strip().lower() for e in combined(headers, "Content-Encoding").split(",")}
+    return bool(encodings - {"", "identity"})
 
 
 def is_event_stream(headers: Mapping[str, str]) -> bool:

@@ -30,12 +30,14 @@ class RouteTable:
 
     def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
         self._exact: dict[tuple[str, str], RouteConfig] = {}
-        self._patterns: list[tuple[int, str, re.Pattern[str], RouteConfig]] = []
+        self._patterns: list[tuple[int, frozenset[str], re.Pattern[str], RouteConfig]] = []
         for order, route in enumerate(routes):
-            method = route.method.upper()
-            if "*" not in route.path and method != "*":
-                self._exact.setdefault((method, route.path), route)
-            self._patterns.append((order, method, compile_pattern(route.path), route))
+            methods = frozenset(route.methods)
+            if "*" not in route.path and "*" not in methods:
+                for method in methods:
+                    if MODES[route.mode].handles(method):
+                        self._exact.setdefault((method, route.path), route)
+            self._patterns.append((order, methods, compile_pattern(route.path), route))
         self._order = {route.name: i for i, route in enumerate(routes)}
 
     def match(self, method: str, path: str) -> RouteConfig | None:
@@ -55,11 +57,11 @@ class RouteTable:
     def _match(self, method: str, path: str) -> RouteConfig | None:
         exact = self._exact.get((method, path))
         # An exact hit is the answer unless an earlier wildcard route also matches.
-        for order, route_method, pattern, route in self._patterns:
+        for order, route_methods, pattern, route in self._patterns:
             if exact is not None and order >= self._order[exact.name]:
                 return exact
-            if route_method in ("*", method) and pattern.match(path):
-                if route_method == "*" and not MODES[route.mode].handles(method):
-                    continue  # (an HTTP-mode catch-all passes other methods through)
+            if ("*" in route_methods or method in route_methods) and pattern.match(path):
+                if not MODES[route.mode].handles(method):
+                    continue  # (an HTTP-mode route passes methods other than GET/HEAD through)
                 return route
         return exact

@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 
 from multidict import CIMultiDict, MultiMapping
 
-from core import http_cache, mcp
+from core import http_cache, mcp, ranges
 from core.cache import Hit
 from core.config import RouteConfig
 from core.decisions import (
     Fetch,
+    Refuse,
     Relay,
     Serve,
     after_lookup,
@@ -40,6 +41,7 @@ from core.entry import CachedResponse
 from core.errors import UpstreamError
 from core.headers import (
     Target,
+    combined,
     effective_target,
     end_to_end,
     is_trusted,
@@ -313,7 +315,8 @@ class Engine:
         hit = (
             await self._lookup(route, key, request.headers) if decision is Decision.LOOKUP else None
         )
-        step = after_lookup(route, request.method, decision, hit, time.time())
+        limits = mode.request_limits(request.headers)
+        step = after_lookup(route, request.method, decision, hit, time.time(), limits=limits)
         if isinstance(step, Serve):
             if step.refresh:
                 self._refresh_in_background(
@@ -323,6 +326,8 @@ class Engine:
             return _answer_hit(request, route, step.hit, step.outcome, form)
         if isinstance(step, Relay):
             return await self._pass_through(request, route.name, step.outcome)
+        if isinstance(step, Refuse):
+            return _refused_by_request(step)
         outgoing = self._outgoing(request, route, key, body, form, step.revalidate)
         return await self._forward(request, outgoing, step)
 
@@ -785,15 +790,32 @@ class Engine:
 def _answer_hit(
     request: Request, route: RouteConfig, hit: Hit, outcome: Outcome, form: Form = PLAIN
 ) -> Reply:
-    entry = MODES[route.mode].present(hit.entry, form)
+    mode = MODES[route.mode]
+    entry = mode.present(hit.entry, form)
     headers = replayed(entry.headers)
     headers[CACHE_STATUS] = outcome.cache_status
     headers["Age"] = str(int(entry.age(time.time())))
     if hit.similarity is not None:
         headers["Sidecache-Similarity"] = f"{hit.similarity:.4f}"
-    if MODES[route.mode].answers_conditionals and http_cache.not_modified(request.headers, headers):
+    if mode.answers_conditionals and http_cache.not_modified(request.headers, headers):
         return _not_modified(headers, outcome)
+    if mode.answers_ranges and request.method == "GET" and entry.status == 200:
+        return _answer_range(request, entry, headers, outcome)
     return Reply(entry.status, headers, outcome, body=entry.body)
+
+
+def _answer_range(
+    request: Request, entry: CachedResponse, headers: CIMultiDict[str], outcome: Outcome
+) -> Reply:
+    """A stored complete response answering a ``Range`` request: ``206`` with the one range
+    asked for, else the whole ``200`` (RFC 9110 §14.2; see ``core.ranges``)."""
+    length = len(entry.body)
+    wanted = ranges.byte_range(combined(request.headers, "Range"), length)  # (2 lines: a list)
+    if wanted is None or not ranges.if_range_allows(request.headers, headers):
+        return Reply(entry.status, headers, outcome, body=entry.body)
+    first, last = wanted
+    headers["Content-Range"] = ranges.content_range(first, last, length)
+    return Reply(206, headers, outcome, body=entry.body[first : last + 1])
 
 
 def _answer_fetched(
@@ -831,6 +853,15 @@ def _refused_reply(refused: mcp.Refused) -> Reply:
         {"Content-Type": "application/json", CACHE_STATUS: HEADER_MISMATCH.cache_status}
     )
     return Reply(400, headers, HEADER_MISMATCH, body=mcp.refusal(refused))
+
+
+def _refused_by_request(step: Refuse) -> Reply:
+    """``only-if-cached`` with nothing stored that may answer (RFC 9111 §5.2.1.7)."""
+    body = {"error": "only_if_cached", "detail": "no stored answer satisfies the request"}
+    headers = CIMultiDict(
+        {"Content-Type": "application/json", CACHE_STATUS: step.outcome.cache_status}
+    )
+    return Reply(step.status, headers, step.outcome, body=json.dumps(body).encode())
 
 
 def _not_modified(headers: CIMultiDict[str], outcome: Outcome) -> Reply:

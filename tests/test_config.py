@@ -545,6 +545,62 @@ def test_an_http_route_refuses_a_method_it_cannot_cache():
     )
 
 
+def test_a_route_may_name_a_list_of_methods():
+    config = config_from_dict({"routes": [route(method=["get", "HEAD", "POST"], mode="http")]})
+    assert config.routes[0].method == ("get", "HEAD", "POST")
+    assert config.routes[0].methods == ("GET", "HEAD", "POST")
+    assert config_from_dict({"routes": [route(method=["PUT", "POST"])]}).routes[0].methods == (
+        "PUT",
+        "POST",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"method": ["GET", "PSOT"]},
+            "routes[0].method[1]: expected one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, "
+            'QUERY, *, got "PSOT"',
+            id="unknown-member",
+        ),
+        pytest.param(
+            {"method": ["GET", "*"]},
+            'routes[0].method[1]: "*" means any method: give it alone, not in a list',
+            id="star-in-a-list",
+        ),
+        pytest.param(
+            {"method": ["GET", "get"]},
+            'routes[0].method[1]: "get" is listed twice',
+            id="twice",
+        ),
+        pytest.param(
+            {"method": []},
+            'routes[0].method: expected a method or a list of methods like "GET", got []',
+            id="empty",
+        ),
+        pytest.param(
+            {"method": ["GET", 7]},
+            "routes[0].method: expected a method or a list of methods like \"GET\", got ['GET', 7]",
+            id="not-strings",
+        ),
+        pytest.param(
+            {"method": ["POST", "PUT"], "mode": "http"},
+            'routes[0].method: mode "http" caches GET (and HEAD): expected a list with GET, '
+            "got [POST, PUT]",
+            id="http-list-without-get",
+        ),
+        pytest.param(
+            {"method": ["GET", "POST"], "mode": "mcp"},
+            'routes[0].method: mode "mcp" expects "*" or POST, got [GET, POST]',
+            id="mcp-list",
+        ),
+    ],
+)
+def test_a_list_of_methods_is_checked_member_by_member(fields, expected):
+    assert error_of({"routes": [route(**fields)]}) == expected
+
+
 def test_http_knobs_are_durations_and_field_names():
     config = config_from_dict(
         {"routes": [route(method="*", mode="http", max_ttl="2h", keep="10m", targeted=["X-CC"])]}

@@ -3,6 +3,8 @@ clock, what the engine does next."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from multidict import CIMultiDict
 
@@ -10,6 +12,7 @@ from core.cache import Hit
 from core.config import RouteConfig
 from core.decisions import (
     Fetch,
+    Refuse,
     Relay,
     Serve,
     after_lookup,
@@ -18,6 +21,8 @@ from core.decisions import (
     refresh_ahead_due,
 )
 from core.entry import CachedResponse
+from core.http_cache import NO_LIMITS, RequestLimits, request_limits
+from core.modes import MODES
 from core.policy import Decision
 
 NOW = 1_000_000.0
@@ -180,3 +185,101 @@ def test_a_stale_entry_answers_a_disconnected_upstream_only_where_allowed(route,
     assert isinstance(step, Fetch)
     assert step.fallback is None
     assert (step.offline is not None) == offline
+
+
+# --- the request's own directives (RFC 9111 §5.2.1), http mode -------------------------------
+
+
+def aged(age: float, cache_control: str | None = "max-age=60") -> Hit:
+    """An entry fresh for 60 s, ``age`` seconds old."""
+    headers = (("Cache-Control", cache_control),) if cache_control else ()
+    return Hit(
+        CachedResponse(status=200, headers=headers, body=b"", stored_at=NOW - age, ttl=60), "l1"
+    )
+
+
+def limits(value: str) -> RequestLimits:
+    return request_limits(CIMultiDict({"Cache-Control": value}))
+
+
+@pytest.mark.parametrize(
+    ("request_cc", "found", "expected"),
+    [
+        pytest.param("", aged(30), "fresh", id="no-directives-fresh"),
+        pytest.param("", aged(75), "fetch", id="no-directives-stale"),
+        pytest.param("max-age=20", aged(30), "fetch", id="max-age-older-than-asked"),
+        pytest.param("max-age=40", aged(30), "fresh", id="max-age-young-enough"),
+        pytest.param("min-fresh=20", aged(30), "fresh", id="min-fresh-met"),
+        pytest.param("min-fresh=40", aged(30), "fetch", id="min-fresh-not-met"),
+        pytest.param("max-stale=20", aged(75), "stale", id="max-stale-covers"),
+        pytest.param("max-stale=10", aged(75), "fetch", id="max-stale-too-short"),
+        pytest.param("max-stale", aged(5000), "stale", id="max-stale-any"),
+        pytest.param("max-stale=abc", aged(75), "fetch", id="max-stale-invalid-ignored"),
+        pytest.param(
+            "max-stale", aged(75, "max-age=60, must-revalidate"), "fetch", id="not-must-revalidate"
+        ),
+        pytest.param(
+            "max-stale",
+            aged(75, "max-age=60, proxy-revalidate"),
+            "fetch",
+            id="not-proxy-revalidate",
+        ),
+        pytest.param("max-stale", aged(75, "s-maxage=60"), "fetch", id="not-s-maxage"),
+        pytest.param("max-stale", aged(75, "no-cache"), "fetch", id="not-no-cache"),
+        pytest.param("only-if-cached", aged(30), "fresh", id="only-if-cached-fresh"),
+        pytest.param("only-if-cached", aged(75), "504", id="only-if-cached-stale"),
+        pytest.param("only-if-cached", None, "504", id="only-if-cached-nothing"),
+        pytest.param(
+            "only-if-cached, max-stale=30", aged(75), "stale", id="only-if-cached-max-stale"
+        ),
+    ],
+)
+def test_request_directives(request_cc, found, expected):
+    """RFC 9111 §5.2.1: ``max-age`` (no older than), ``min-fresh`` (fresh for at least that
+    much longer) and ``max-stale`` (stale by at most; no value: any) decide whether a
+    stored response answers; ``max-stale`` never overrides ``must-revalidate``,
+    ``proxy-revalidate``, ``s-maxage`` or ``no-cache`` (§4.2.4, §5.2.2.10);
+    ``only-if-cached`` with nothing usable answers 504 (§5.2.1.7)."""
+    step = after_lookup(HTTP, "GET", Decision.LOOKUP, found, NOW, limits=limits(request_cc))
+
+    if expected == "504":
+        assert isinstance(step, Refuse)
+        assert (step.status, step.outcome.cache_status) == (
+            504,
+            "sidecache; detail=only-if-cached",
+        )
+    elif expected == "fetch":
+        assert isinstance(step, Fetch)
+    else:
+        assert isinstance(step, Serve)
+        assert step.outcome.label == ("hit" if expected == "fresh" else "stale")
+        assert not step.refresh
+
+
+def test_a_head_with_only_if_cached_and_nothing_stored_is_refused_too():
+    step = after_lookup(HTTP, "HEAD", Decision.LOOKUP, None, NOW, limits=limits("only-if-cached"))
+    assert isinstance(step, Refuse)
+
+
+def test_a_json_route_reads_no_request_limits():
+    """json mode keeps its own rules: only ``no-store`` / ``no-cache`` (``decide``)."""
+    assert MODES["json"].request_limits(CIMultiDict({"Cache-Control": "max-stale"})) == NO_LIMITS
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("", NO_LIMITS, id="none"),
+        pytest.param("max-age=5", RequestLimits(max_age=5.0), id="max-age"),
+        pytest.param("max-age=x", RequestLimits(max_age=None), id="max-age-invalid"),
+        pytest.param("min-fresh=7", RequestLimits(min_fresh=7.0), id="min-fresh"),
+        pytest.param("max-stale=9", RequestLimits(max_stale=9.0), id="max-stale"),
+        pytest.param("MAX-STALE", RequestLimits(max_stale=math.inf), id="max-stale-bare"),
+        pytest.param('max-stale="9"', RequestLimits(max_stale=9.0), id="max-stale-quoted"),
+        pytest.param("only-if-cached", RequestLimits(only_if_cached=True), id="only-if-cached"),
+    ],
+)
+def test_request_limits(value, expected):
+    """RFC 9111 §5.2.1: directive names are case-insensitive; arguments are delta-seconds
+    (a quoted one accepted, §5.2); ``max-stale`` alone accepts any staleness."""
+    assert limits(value) == expected

@@ -201,6 +201,81 @@ async def test_a_clients_conditional_is_not_forwarded_on_a_miss(proxy, upstream)
     assert (plain.status, await plain.read()) == (200, b"page")
 
 
+# --- request directives (RFC 9111 §5.2.1) ------------------------------------------------
+
+
+async def test_max_stale_is_answered_from_a_stale_entry_the_origin_allows(proxy, upstream):
+    answer(upstream, {"Cache-Control": "max-age=30"})
+    await proxy.client.get(PAGE)
+    age_l1_entries(proxy.runtime, 40)
+    stale = {"Cache-Control": "max-stale=60"}
+    assert await status_of(proxy, headers=stale) == "sidecache; hit; detail=max-stale-l1"
+    assert upstream.calls[PAGE] == 1
+
+
+async def test_max_stale_does_not_override_must_revalidate(proxy, upstream):
+    answer(upstream, {"Cache-Control": "max-age=30, must-revalidate"})
+    await proxy.client.get(PAGE)
+    age_l1_entries(proxy.runtime, 40)
+    assert (await status_of(proxy, headers={"Cache-Control": "max-stale"})).startswith(
+        "sidecache; fwd="
+    )
+    assert upstream.calls[PAGE] == 2
+
+
+async def test_only_if_cached_answers_504_without_asking_the_upstream(proxy, upstream):
+    answer(upstream, {"Cache-Control": "max-age=30"})
+    only = {"Cache-Control": "only-if-cached"}
+    refused = await proxy.client.get(PAGE, headers=only)
+    assert refused.status == 504
+    assert refused.headers["Cache-Status"] == "sidecache; detail=only-if-cached"
+    assert upstream.calls[PAGE] == 0
+    await proxy.client.get(PAGE)
+    assert await status_of(proxy, headers=only) == "sidecache; hit; detail=l1"
+    assert upstream.calls[PAGE] == 1
+
+
+async def test_min_fresh_asks_the_upstream_for_an_entry_about_to_expire(proxy, upstream):
+    answer(upstream, {"Cache-Control": "max-age=30"})
+    await proxy.client.get(PAGE)
+    age_l1_entries(proxy.runtime, 20)
+    assert await status_of(proxy, headers={"Cache-Control": "min-fresh=5"}) == (
+        "sidecache; hit; detail=l1"
+    )
+    assert (await status_of(proxy, headers={"Cache-Control": "min-fresh=15"})).startswith(
+        "sidecache; fwd="
+    )
+    assert upstream.calls[PAGE] == 2
+
+
+# --- ranges (RFC 9110 §14) ----------------------------------------------------------------
+
+
+async def test_a_range_is_answered_206_from_a_stored_complete_response(proxy, upstream):
+    answer(upstream, {"Cache-Control": "max-age=60", "Accept-Ranges": "bytes"}, b"01234567890")
+    await proxy.client.get(PAGE)
+    part = await proxy.client.get(PAGE, headers={"Range": "bytes=-3"})
+    assert part.status == 206
+    assert await part.read() == b"890"
+    assert part.headers["Content-Range"] == "bytes 8-10/11"
+    assert part.headers["Accept-Ranges"] == "bytes"
+    assert part.headers["Cache-Status"] == "sidecache; hit; detail=l1"
+    several = await proxy.client.get(PAGE, headers={"Range": "bytes=0-1,3-4"})
+    assert (several.status, await several.read()) == (200, b"01234567890")
+    whole = await proxy.client.get(PAGE)
+    assert (whole.status, await whole.read()) == (200, b"01234567890")
+    assert upstream.calls[PAGE] == 1
+
+
+async def test_a_partial_answer_is_never_stored_nor_served_to_a_plain_get(proxy, upstream):
+    upstream.canned[PAGE] = Canned(206, {"Cache-Control": "max-age=60"}, b"01")
+    first = await proxy.client.get(PAGE, headers={"Range": "bytes=0-1"})
+    assert first.status == 206
+    assert first.headers["Cache-Status"] == "sidecache; fwd=miss"
+    await proxy.client.get(PAGE)
+    assert upstream.calls[PAGE] == 2
+
+
 # --- Vary --------------------------------------------------------------------------------
 
 
@@ -211,6 +286,17 @@ async def test_response_vary_keeps_one_variant_per_request_header_value(proxy, u
     assert await status_of(proxy, headers=german) == "sidecache; fwd=miss; stored"
     assert await status_of(proxy, headers=english) == "sidecache; hit; detail=l1"
     assert await status_of(proxy, headers=german) == "sidecache; hit; detail=l1"
+    assert upstream.calls[PAGE] == 2
+
+
+async def test_a_coded_answer_without_vary_is_shared_only_with_the_same_accept_encoding(
+    proxy, upstream
+):
+    upstream.canned[PAGE] = Canned(200, {"Cache-Control": "max-age=60", "Content-Encoding": "x-z"})
+    coded, other = {"Accept-Encoding": "x-z"}, {"Accept-Encoding": "identity"}
+    assert await status_of(proxy, headers=coded) == "sidecache; fwd=miss; stored"
+    assert await status_of(proxy, headers=coded) == "sidecache; hit; detail=l1"
+    assert await status_of(proxy, headers=other) == "sidecache; fwd=miss; stored"
     assert upstream.calls[PAGE] == 2
 
 
@@ -279,6 +365,20 @@ async def test_a_catch_all_caches_get_and_passes_other_methods_through(catch_all
     options = await catch_all.client.options(PAGE)
     assert options.headers["Cache-Status"] == "sidecache; fwd=bypass"
     assert upstream.calls[PAGE] == 2
+
+
+async def test_a_route_with_a_list_of_methods_caches_get_and_forwards_the_rest(
+    make_proxy, upstream
+):
+    listed = [{"name": "web", "method": ["GET", "HEAD", "POST"], "path": "/**", "mode": "http"}]
+    proxy = await make_proxy(routes=listed)
+    answer(upstream, {"Cache-Control": "max-age=60"})
+    assert await status_of(proxy) == "sidecache; fwd=miss; stored"
+    assert (await proxy.client.head(PAGE)).headers["Cache-Status"] == "sidecache; hit; detail=l1"
+    posted = await proxy.client.post(PAGE, data=b"")
+    assert posted.headers["Cache-Status"] == "sidecache; fwd=bypass"  # never keyed as a GET
+    assert await status_of(proxy) == "sidecache; fwd=miss; stored"  # the POST invalidated
+    assert upstream.calls[PAGE] == 3
 
 
 async def test_an_answer_without_freshness_is_not_served_from_cache(catch_all, upstream):

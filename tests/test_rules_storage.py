@@ -15,6 +15,7 @@ from core.http_cache import (
     selects,
     unstorable_reason,
     uri_tag,
+    variant_names,
     vary_names,
     vary_values,
 )
@@ -127,8 +128,8 @@ HTTP = RouteConfig(name="r", path="/r", mode="http", method="GET")
             HTTP,
             200,
             h("Content-Encoding: br"),
-            "content-encoding",
-            id="http-encoding-without-vary",
+            None,
+            id="http-encoding-without-vary-stored-per-accept-encoding",
         ),
     ],
 )
@@ -285,8 +286,8 @@ def test_shared_cache_unstorable_reason(request_headers, response_headers, expec
             h(),
             200,
             h("Content-Encoding: gzip"),
-            "content-encoding",
-            id="http-encoding-without-vary",
+            None,
+            id="http-encoding-without-vary-stored-per-accept-encoding",
         ),
         pytest.param(
             "http",
@@ -388,6 +389,32 @@ def test_vary_names(headers, expected):
     """RFC 9111 §4.1: the request headers a response varies on; names are case-insensitive
     and each line of ``Vary`` counts (RFC 9110 §5.3, §12.5.5)."""
     assert vary_names(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(h("Vary: B, A"), ("a", "b"), id="vary-only"),
+        pytest.param(h("Content-Encoding: gzip"), ("accept-encoding",), id="coded-without-vary"),
+        pytest.param(
+            h("Content-Encoding: gzip", "Vary: Accept-Encoding"),
+            ("accept-encoding",),
+            id="coded-and-declared-once",
+        ),
+        pytest.param(
+            h("Content-Encoding: br", "Vary: X-A"),
+            ("accept-encoding", "x-a"),
+            id="coded-with-other-vary",
+        ),
+        pytest.param(h("Content-Encoding: identity"), (), id="identity-is-no-coding"),
+        pytest.param(h(), (), id="neither"),
+    ],
+)
+def test_variant_names(headers, expected):
+    """RFC 9111 §4.1: a stored response is selected by the headers its ``Vary`` names; a
+    content-coded one also by ``Accept-Encoding``, declared or not, so a coded body only
+    reaches a client that asked as its first requester did."""
+    assert variant_names(headers) == expected
 
 
 @pytest.mark.parametrize(
@@ -556,6 +583,26 @@ HTTP_KEEP = RouteConfig(name="r", path="/r", mode="http", method="GET", keep=120
             id="http-variant-of-absent-header",
         ),
         pytest.param("http", HTTP, h(), "/r", h(), "vary", (), id="http-no-vary"),
+        pytest.param(
+            "http",
+            HTTP,
+            h("Accept-Encoding: gzip"),
+            "/r",
+            h("Content-Encoding: gzip"),
+            "vary",
+            (("accept-encoding", "gzip"),),
+            id="http-coded-body-is-a-variant-of-accept-encoding",
+        ),
+        pytest.param(
+            "http",
+            HTTP,
+            h(),
+            "/r",
+            h("Content-Encoding: x-custom"),
+            "vary",
+            (("accept-encoding", ABSENT),),
+            id="http-coded-body-for-a-request-without-accept-encoding",
+        ),
         # RFC 9111 §4.3.1: a stale entry with a validator is kept to revalidate it; §4.2.4:
         # one that may be served stale is kept to answer while the upstream is unreachable
         pytest.param(
