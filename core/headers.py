@@ -101,13 +101,16 @@ def effective_target(
     return Target(scheme.lower(), authority.lower(), path, query.partition("#")[0])
 
 
-def end_to_end(headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """``headers`` without hop-by-hop ones, including those named in ``Connection``."""
+def end_to_end(
+    headers: MultiMapping[str], dropped: frozenset[str] = HOP_BY_HOP
+) -> CIMultiDict[str]:
+    """``headers`` without hop-by-hop ones, including those named in ``Connection`` (and
+    without any other ``dropped`` name, lower-case)."""
     named = {h.strip().lower() for v in headers.getall("Connection", ()) for h in v.split(",")}
     return CIMultiDict(
         (name, value)
         for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in named
+        if name.lower() not in dropped and name.lower() not in named
     )
 
 
@@ -129,15 +132,17 @@ def replayed(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 def upstream_headers(headers: MultiMapping[str], peer: str, target: Target) -> CIMultiDict[str]:
     """The client's headers as the service should see them: end-to-end only, the client's
     forwarding headers replaced by ones set here (``Host`` is the upstream's own)."""
-    out = end_to_end(headers)
-    for name in FORWARDING:
-        out.popall(name, None)
+    out = end_to_end(headers, _NOT_FORWARDED)
     prior = ", ".join(headers.getall("X-Forwarded-For", ()))
     out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     out["X-Forwarded-Proto"] = target.scheme
     if target.authority:
         out["X-Forwarded-Host"] = target.authority
     return out
+
+
+#: What never reaches the upstream as the client sent it (one pass over the headers).
+_NOT_FORWARDED = HOP_BY_HOP | FORWARDING
 
 
 def is_trusted(peer: str, networks: tuple[str, ...]) -> bool:

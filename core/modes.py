@@ -137,7 +137,10 @@ class JsonMode:
         headers: MultiMapping[str],
         body: bytes,
         times: tuple[float, float],
+        tags: tuple[str, ...] = (),
     ) -> CachedResponse:
+        """The entry to store (``tags``: the engine's own, such as the request's tag, after
+        the upstream's surrogate keys)."""
         directives = cache_control(combined(headers, "Cache-Control"))
         return CachedResponse(
             status=status,
@@ -149,7 +152,7 @@ class JsonMode:
                 route.stale_while_revalidate, _seconds(directives, "stale-while-revalidate")
             ),
             stale_if_error=max(route.stale_if_error, _seconds(directives, "stale-if-error")),
-            tags=surrogate_keys(headers),
+            tags=(*surrogate_keys(headers), *tags),
             route=route.name,
         )
 
@@ -210,11 +213,12 @@ class HttpMode(JsonMode):
         headers: MultiMapping[str],
         body: bytes,
         times: tuple[float, float],
+        tags: tuple[str, ...] = (),
     ) -> CachedResponse:
         """The JSON mode's entry, with RFC 9111 freshness (capped by ``max_ttl``), age,
         variants and URI tag; kept stale for ``keep`` (revalidation, or an answer while the
         upstream cannot be reached)."""
-        base = super().entry(route, request_headers, path_qs, status, headers, body, times)
+        base = super().entry(route, request_headers, path_qs, status, headers, body, times, tags)
         request_time, response_time = times
         fresh = http_cache.freshness(
             headers,

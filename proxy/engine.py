@@ -49,7 +49,7 @@ from core.headers import (
     upstream_headers,
 )
 from core.invalidation import ByTag
-from core.keys import KeyCache, RequestKey, variant_key
+from core.keys import KeyCache, RequestKey, derive_key, variant_key
 from core.logs import access_enabled, access_line
 from core.modes import CLIENT_CONDITIONALS, MODES, PLAIN, Form, McpMode
 from core.outcome import (
@@ -240,8 +240,10 @@ class Engine:
             return None
         target = self.target(raw_target, headers, "http", peer)
         generation = self._generations.get(route.name)
-        key = self._keys.derive(route, method, target, headers, body, generation)
-        return Keyed(route, key, generation)
+        # (Not through ``_keys``: the fast path's own memo, by the request's bytes, is
+        # consulted first, so a second memo would only ever miss.)
+        key = derive_key(route, method, target, headers, body, generation)
+        return Keyed(route, key, generation, target)
 
     def fresh_local(self, route: RouteConfig, key: RequestKey) -> CachedResponse | None:
         """A fresh L1 entry with no refresh due (nothing is counted: see ``record_fast_hit``)."""
@@ -334,7 +336,7 @@ class Engine:
     async def _forward(self, request: Request, outgoing: Outgoing, step: Fetch) -> Reply:
         """A miss (or a stale entry to revalidate): one upstream call per key at a time."""
         route, key, form = outgoing.route, outgoing.key, outgoing.form
-        if step.fwd == "miss" and (hit := self._stored_meanwhile(key, request.headers)):
+        if step.fwd == "miss" and (hit := self._stored_meanwhile(route, key, request.headers)):
             self._count_hit(route, hit.tier, hit.entry, form)
             return _answer_hit(request, route, hit, fresh_hit(hit.tier), form)
         if step.fwd == "miss" and (tee := self._tees.live(outgoing.flight)) is not None:
@@ -380,10 +382,14 @@ class Engine:
         started, histogram = STARTED.get(), self._metrics.llm_first_chunk.labels(route.name, result)
         return lambda: histogram.observe(time.perf_counter() - started)
 
-    def _stored_meanwhile(self, key: RequestKey, headers: Mapping[str, str]) -> Hit | None:
+    def _stored_meanwhile(
+        self, route: RouteConfig, key: RequestKey, headers: Mapping[str, str]
+    ) -> Hit | None:
         """An answer another request stored in L1 while this one asked the slower tiers
         (Redis, the semantic index): single-flight covers the whole miss, so it is not
-        fetched a second time."""
+        fetched a second time. (With L1 alone nothing ran since the lookup.)"""
+        if not self._cache.remotes and route.semantic is None:
+            return None
         entry = self._cache.get_local(key.key, count=False)
         if entry is None or not entry.is_fresh(time.time()):
             return None
@@ -520,8 +526,8 @@ class Engine:
             answer.headers,
             answer.body,
             times,
+            (key.request_tag,),
         )
-        entry = replace(entry, tags=(*entry.tags, key.request_tag))
         if not self._purger.stores_since(epoch, entry):
             log.debug("not storing %s answer: a purge naming it ran meanwhile", route.name)
             return None

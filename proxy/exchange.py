@@ -116,6 +116,7 @@ class Keyed:
     route: RouteConfig
     key: RequestKey
     generation: int
+    target: Target
 
 
 @dataclass(slots=True)

@@ -325,7 +325,9 @@ class FastConnection(asyncio.Protocol):
         request = Request(
             method=head.method,
             path=self._path,
-            target=engine.target(head.path, head.headers, "http", self._peer),
+            target=keyed.target
+            if keyed is not None
+            else engine.target(head.path, head.headers, "http", self._peer),
             headers=head.headers,
             peer=self._peer,
             body=BufferedBody(body) if body else NO_BODY,
