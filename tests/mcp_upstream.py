@@ -18,6 +18,22 @@ from examples.embedded import free_port
 VERSION = "2026-07-28"
 
 
+def mcp_body(method: str, params: dict[str, Any] | None = None, id: Any = 1) -> dict:
+    """One JSON-RPC request of the 2026-07-28 revision (its version in ``_meta``)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": VERSION}
+    params = {"_meta": meta, **(params or {})}
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
+
+
+def mcp_headers(method: str, params: dict[str, Any] | None = None) -> dict[str, str]:
+    """The headers that must mirror such a request's body."""
+    headers = {"MCP-Protocol-Version": VERSION, "Mcp-Method": method}
+    name = (params or {}).get("uri") or (params or {}).get("name")
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
 class McpUpstream:
     """A real aiohttp server on loopback. ``hints[method]`` are the cache hints put into
     that method's results (``None``: none); ``gate`` holds answers until set."""

@@ -16,8 +16,8 @@ from aiohttp import web
 from examples.agent_service import build_app
 from examples.agent_service.catalogue import AGENTS
 from examples.embedded import free_port
+from tests.mcp_upstream import VERSION, mcp_body, mcp_headers
 
-VERSION = "2026-07-28"
 MCP_ROUTE = {"name": "mcp", "method": "*", "path": "/mcp", "mode": "mcp"}
 
 
@@ -30,24 +30,6 @@ async def service() -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-def request_for(method: str, params: dict[str, Any] | None = None, id: Any = 1) -> dict:
-    meta = {"io.modelcontextprotocol/protocolVersion": VERSION}
-    return {
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": method,
-        "params": {"_meta": meta, **(params or {})},
-    }
-
-
-def headers_for(method: str, params: dict[str, Any] | None = None) -> dict[str, str]:
-    headers = {"MCP-Protocol-Version": VERSION, "Mcp-Method": method}
-    name = (params or {}).get("uri") or (params or {}).get("name")
-    if name is not None:
-        headers["Mcp-Name"] = name
-    return headers
 
 
 async def post(
@@ -67,8 +49,8 @@ async def post(
 
 async def call(url: str, method: str, params: dict[str, Any] | None = None, **extra: str) -> Any:
     """One well-formed call; its JSON-RPC message."""
-    headers = {**headers_for(method, params), **extra}
-    status, _, message = await post(url, request_for(method, params), headers)
+    headers = {**mcp_headers(method, params), **extra}
+    status, _, message = await post(url, mcp_body(method, params), headers)
     assert status == 200, message
     return message
 
@@ -188,9 +170,9 @@ async def test_headers_are_checked_against_the_body(
     service, method, changed_headers, body_version, status, code
 ) -> None:
     params = READ if method == "resources/read" else None
-    body = request_for(method, params)
+    body = mcp_body(method, params)
     body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = body_version
-    headers = {**headers_for(method, params), **changed_headers}
+    headers = {**mcp_headers(method, params), **changed_headers}
 
     answered, _, message = await post(
         service, body, {k: v for k, v in headers.items() if v is not None}
@@ -204,18 +186,18 @@ async def test_headers_are_checked_against_the_body(
 
 
 async def test_malformed_bodies_and_foreign_origins_are_refused(service) -> None:
-    status, _, message = await post(service, None, headers_for("tools/list"), raw=b"{not json")
+    status, _, message = await post(service, None, mcp_headers("tools/list"), raw=b"{not json")
     assert (status, message["error"]["code"]) == (400, -32700)
 
-    batch = [request_for("tools/list")]
-    status, _, message = await post(service, batch, headers_for("tools/list"))
+    batch = [mcp_body("tools/list")]
+    status, _, message = await post(service, batch, mcp_headers("tools/list"))
     assert (status, message["error"]["code"]) == (400, -32600)
 
-    foreign = {**headers_for("tools/list"), "Origin": "https://evil.example"}
-    status, _, _ = await post(service, request_for("tools/list"), foreign)
+    foreign = {**mcp_headers("tools/list"), "Origin": "https://evil.example"}
+    status, _, _ = await post(service, mcp_body("tools/list"), foreign)
     assert status == 403
-    local = {**headers_for("tools/list"), "Origin": "http://localhost:3000"}
-    status, _, _ = await post(service, request_for("tools/list"), local)
+    local = {**mcp_headers("tools/list"), "Origin": "http://localhost:3000"}
+    status, _, _ = await post(service, mcp_body("tools/list"), local)
     assert status == 200
 
 
@@ -229,9 +211,9 @@ async def test_a_notification_is_accepted_without_an_answer(service) -> None:
 
 
 async def test_a_client_accepting_only_event_streams_gets_one_event(service) -> None:
-    headers = {**headers_for("tools/list"), "Accept": "text/event-stream"}
+    headers = {**mcp_headers("tools/list"), "Accept": "text/event-stream"}
 
-    status, response, text = await post(service, request_for("tools/list", id="a"), headers)
+    status, response, text = await post(service, mcp_body("tools/list", id="a"), headers)
 
     assert status == 200
     assert response.content_type == "text/event-stream"
@@ -261,9 +243,9 @@ async def test_sidecache_answers_repeated_lists_and_reads_from_cache(make_proxy,
             ("resources/read", READ),
             ("tools/call", tool),
         ):
-            headers = {**headers_for(method, params), "Authorization": f"Bearer {tenant}"}
+            headers = {**mcp_headers(method, params), "Authorization": f"Bearer {tenant}"}
             response = await proxy.client.post(
-                "/mcp", json=request_for(method, params), headers=headers
+                "/mcp", json=mcp_body(method, params), headers=headers
             )
             assert response.status == 200
             assert "result" in await response.json()

@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from core.sse import EventReader
 from tests.conftest import wait_until
-from tests.mcp_upstream import VERSION, McpUpstream
+from tests.mcp_upstream import McpUpstream, mcp_body, mcp_headers
 
 MCP_ROUTE = {
     "name": "mcp",
@@ -45,21 +45,8 @@ async def proxy(make_proxy, server):
     return await make_proxy(upstream={"url": server.url}, routes=[MCP_ROUTE])
 
 
-def request_body(method: str, params: dict[str, Any] | None = None, id: Any = 1) -> dict:
-    meta = {"io.modelcontextprotocol/protocolVersion": VERSION}
-    return {
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": method,
-        "params": {"_meta": meta, **(params or {})},
-    }
-
-
 def headers_for(method: str, params: dict[str, Any] | None, token: str, accept: str) -> dict:
-    headers = {"MCP-Protocol-Version": VERSION, "Mcp-Method": method, "Accept": accept}
-    name = (params or {}).get("uri") or (params or {}).get("name")
-    if name is not None:
-        headers["Mcp-Name"] = name
+    headers = {**mcp_headers(method, params), "Accept": accept}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -78,7 +65,7 @@ async def call(
     """POST one call through the proxy: status, Cache-Status, and the JSON-RPC message
     (for an event stream: the list of messages in it)."""
     sent = headers if headers is not None else headers_for(method, params, token, accept)
-    body = request_body(method, params, id)
+    body = mcp_body(method, params, id)
     async with proxy.client.post("/mcp", json=body, headers=sent) as response:
         raw = await response.read()
         status = response.headers.get("Cache-Status", "")
@@ -244,7 +231,7 @@ async def test_each_page_is_its_own_entry_and_an_invalid_cursor_drops_them_all(p
 async def listen(proxy, server) -> tuple[Any, asyncio.Queue]:
     """Open a ``subscriptions/listen`` stream through the proxy; its messages go to a queue."""
     params = {"notifications": {"toolsListChanged": True}}
-    body = request_body("subscriptions/listen", params, id=99)
+    body = mcp_body("subscriptions/listen", params, id=99)
     headers = headers_for("subscriptions/listen", None, "alice", "text/event-stream")
     response = await proxy.client.post("/mcp", json=body, headers=headers)
     queue: asyncio.Queue = asyncio.Queue()
