@@ -55,11 +55,11 @@ def derive_key(
         method.upper(),
         target.path,
         normalise_query(target.query),
-        *_header_values(headers, route.vary),
+        *header_values(headers, route.vary),
         tenant,
     ]
     # Where it was sent and how its body is to be read: in the key, not in the request tag.
-    where = [target.scheme, target.authority, *_header_values(headers, MEANING)]
+    where = [target.scheme, target.authority, *header_values(headers, MEANING)]
     document = _parse_json(body)
     canonical = _canonical_or_none(document, route.ignore_fields)
     if canonical is None:
@@ -116,7 +116,7 @@ class KeyCache:
         if len(body) > self._max_body:
             return derive_key(route, method, target, headers, body, generation)
         names = (*route.vary, *MEANING, *route.tenant.headers)
-        memo = (route.name, generation, method, target, *_header_values(headers, names), body)
+        memo = (route.name, generation, method, target, *header_values(headers, names), body)
         key = self._memo.get(memo)
         if key is None:
             key = derive_key(route, method, target, headers, body, generation)
@@ -181,7 +181,7 @@ def _all(headers: Mapping[str, str], name: str) -> list[str]:
     return [] if value is None else [value]
 
 
-def _header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+def header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
     """Every value of each header; an absent header differs from an empty one."""
     return ["\x00".join(values) if (values := _all(headers, name)) else "\x01" for name in names]
 

@@ -13,11 +13,11 @@ only when it ended as a complete one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.keys import strict_json
+from core.keys import header_values, strict_json
 from core.sse import Event, EventReader, encode
 
 #: Body fields that change nothing in the answer: who asked (``user``), the client's own tags
@@ -30,6 +30,10 @@ DEFAULT_N = 1
 #: Finish reasons of a complete answer; anything else (``length``, ``content_filter``, none
 #: at all) is not stored.
 COMPLETE_FINISH_REASONS = frozenset({"stop", "tool_calls", "function_call"})
+#: Request headers that choose who answers (an organisation's or project's models and
+#: fine-tunes, Azure's per-deployment key, a beta API version): forwarded, so keyed. (The
+#: credentials themselves partition entries by tenant, as on every route.)
+KEYED_HEADERS = ("OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta", "api-key")
 DONE = "[DONE]"
 EVENT_STREAM = "text/event-stream"
 JSON_TYPE = "application/json"
@@ -104,19 +108,21 @@ def is_deterministic(document: dict[str, Any]) -> bool:
     return temperature == 0 or document.get("seed") is not None
 
 
-def key_body(body: bytes) -> bytes:
-    """The part of the body the key covers: all of it but ``UNKEYED_FIELDS``, and whether
-    the answer carries usage (a JSON answer, or a stream with ``include_usage``: the same
-    stored answer serves both; a stream without usage has its own). Not a JSON object:
-    the body as it is."""
+def key_body(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """What the key covers of a request: the body but ``UNKEYED_FIELDS``, whether the
+    answer carries usage (a JSON answer, or a stream with ``include_usage``: the same stored
+    answer serves both; a stream without usage has its own), and the ``KEYED_HEADERS`` that
+    choose the account, project or API version that answers."""
     document = _object(body)
     if document is None:
-        return body
+        return body  # (never keyed: such a request is refused, see ``parse_request``)
+    scope = header_values(headers, KEYED_HEADERS)
     stream = document.get("stream") is True
     options = document.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     question = {name: value for name, value in document.items() if name not in UNKEYED_FIELDS}
-    return json.dumps({"question": question, "usage": not stream or include_usage}).encode()
+    usage = not stream or include_usage
+    return json.dumps({"question": question, "usage": usage, "scope": scope}).encode()
 
 
 # --- answers -----------------------------------------------------------------------------

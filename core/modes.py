@@ -84,7 +84,11 @@ class JsonMode:
     ) -> Decision:
         return decide(route, headers, body_size)
 
-    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
+    def keyed_request(
+        self, method: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[str, bytes]:
+        """The method and the bytes the key is derived from (besides the target, the
+        route's ``vary`` headers, the meaning headers and the tenant, always keyed)."""
         return method, body
 
     def request_limits(self, headers: Mapping[str, str]) -> http_cache.RequestLimits:
@@ -182,7 +186,9 @@ class HttpMode(JsonMode):
             return Decision.BYPASS
         return http_cache.request_decision(headers)
 
-    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
+    def keyed_request(
+        self, method: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[str, bytes]:
         return "GET", b""  # HEAD is answered from the stored GET; bodies are not keys
 
     def request_limits(self, headers: Mapping[str, str]) -> http_cache.RequestLimits:
@@ -329,8 +335,10 @@ class OpenAIMode(JsonMode):
     fast_hits = False  # a hit may need its other form
     records_streams = True
 
-    def keyed_request(self, method: str, body: bytes) -> tuple[str, bytes]:
-        return method, llm.key_body(body)
+    def keyed_request(
+        self, method: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[str, bytes]:
+        return method, llm.key_body(body, headers)
 
     def request_form(self, route: RouteConfig, path: str, body: bytes) -> Form:
         asked = llm.parse_request(path, body, route.sampled)

@@ -309,7 +309,7 @@ class Engine:
         if keyed is not None:
             key = keyed.key
         else:
-            method, keyed_body = mode.keyed_request(request.method, body)
+            method, keyed_body = mode.keyed_request(request.method, body, request.headers)
             generation = self._generations.get(route.name)
             key = self._keys.derive(
                 route, method, request.target, request.headers, keyed_body, generation

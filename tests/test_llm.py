@@ -121,6 +121,19 @@ async def test_another_tenant_never_gets_the_entry(proxy, model):
     assert model.calls[CHAT] == 2
 
 
+async def test_another_organization_or_project_of_one_tenant_never_gets_the_entry(proxy, model):
+    await ask(client(proxy, **{"OpenAI-Organization": "org-a"}))
+    other_org, _ = await ask(client(proxy, **{"OpenAI-Organization": "org-b"}))
+    other_project, _ = await ask(
+        client(proxy, **{"OpenAI-Organization": "org-a", "OpenAI-Project": "p"})
+    )
+    again, _ = await ask(client(proxy, **{"OpenAI-Organization": "org-a"}))
+
+    assert other_org == other_project == "sidecache; fwd=miss; stored"
+    assert again == "sidecache; hit; detail=l1"
+    assert model.calls[CHAT] == 3
+
+
 @pytest.mark.parametrize(
     ("fields", "cached"),
     [

@@ -81,8 +81,8 @@ def test_the_form_asked_for(fields, stream, usage):
     assert (asked.stream, asked.usage) == (stream, usage)
 
 
-def key(**fields) -> bytes:
-    return llm.key_body(body(temperature=0, **fields))
+def key(headers: dict[str, str] | None = None, **fields) -> bytes:
+    return llm.key_body(body(temperature=0, **fields), headers or {})
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,29 @@ def test_the_key_leaves_out_what_does_not_change_the_answer(fields):
 
 
 def test_a_body_that_is_not_an_object_is_keyed_as_it_is():
-    assert llm.key_body(b"not json") == b"not json"
+    assert llm.key_body(b"not json", {}) == b"not json"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"OpenAI-Organization": "org-a"},
+        {"OpenAI-Project": "proj-a"},
+        {"OpenAI-Beta": "assistants=v2"},
+        {"api-key": "azure-key"},
+        {"OpenAI-Organization": ""},  # sent empty is not the same as not sent
+    ],
+)
+def test_the_key_covers_the_headers_that_choose_who_answers(headers):
+    """Forwarded, and each may select other models or fine-tunes: keyed."""
+    assert key(headers) != key()
+    assert key(headers) == key(dict(headers))
+    other = {name: value + "-other" for name, value in headers.items()}
+    assert key(other) != key(headers)
+
+
+def test_other_headers_do_not_change_the_key():
+    assert key({"User-Agent": "x", "X-Request-Id": "1"}) == key()
 
 
 def completion(finish="stop", **extra) -> bytes:

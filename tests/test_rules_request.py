@@ -186,7 +186,7 @@ def test_mode_decide(mode, route, headers, body_size, expected):
 )
 def test_mode_keyed_request(mode, method, body, expected):
     """What part of the request line and body the key is derived from, per mode."""
-    assert MODES[mode].keyed_request(method, body) == expected
+    assert MODES[mode].keyed_request(method, body, {}) == expected
 
 
 # --- effective target (core.headers.effective_target) ----------------------------------------
