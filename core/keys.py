@@ -128,9 +128,7 @@ class KeyCache:
 
 def canonical_json(document: Any) -> bytes:
     """One byte string per JSON value: key order and whitespace do not matter."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _CANONICAL.encode(document).encode()
 
 
 def normalise_query(query_string: str) -> str:
@@ -196,10 +194,10 @@ def strict_json(body: bytes | str) -> Any:
     anything else: not JSON, a member named twice (parsers differ on which one counts), or
     ``NaN`` / ``Infinity`` (no canonical form). A request whose body the service might read
     differently from sidecache must not be keyed, nor classified, by its parsed form."""
+    if isinstance(body, bytes):  # (as json.loads reads bytes)
+        body = body.decode(json.detect_encoding(body), "surrogatepass")
     try:
-        return json.loads(
-            body, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_names
-        )
+        return _STRICT.decode(body)
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
 
@@ -226,6 +224,15 @@ def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(document) != len(pairs):
         raise ValueError("an object names a member twice")
     return document
+
+
+# (Made once: ``json.loads`` / ``json.dumps`` with options build a new one per call.)
+_STRICT = json.JSONDecoder(
+    parse_constant=_reject_constant, object_pairs_hook=_reject_duplicate_names
+)
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def _pop_path(document: Any, dotted: str) -> Any:
