@@ -589,6 +589,7 @@ class _Exchange:
     """One request and its answer on one connection."""
 
     __slots__ = (
+        "_early",
         "_keep_alive",
         "_writer",
         "answer",
@@ -610,15 +611,7 @@ class _Exchange:
         self.reused = connection.served > 0
         loop = connection._loop
         self.flow = _Flow(connection)
-        self.parser = HttpResponseParser(
-            self.flow,
-            loop,
-            READ_LIMIT,
-            payload_exception=aiohttp.ClientPayloadError,
-            response_with_body=not head_only,
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        self.parser = _parser(self.flow, loop, head_only)
         #: The answer's head and body (the ``Response`` is made of them by the request).
         self.answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] = loop.create_future()
         #: The answer's body, once its head arrived.
@@ -631,6 +624,9 @@ class _Exchange:
         self.sent_whole = False
         self._keep_alive = True
         self._writer: asyncio.Task[None] | None = None
+        #: The reads since the last message parsed, while no final head is whole: what
+        #: ``_replay`` parses again.
+        self._early: tuple[bytes, ...] = ()
 
     # --- sending ------------------------------------------------------------------------
 
@@ -684,22 +680,24 @@ class _Exchange:
         try:
             messages, upgraded, _ = self.parser.feed_data(data)
         except HttpProcessingError as exc:
-            self.fail(InvalidAnswer(f"invalid answer from the upstream: {exc.message}"))
-            self.connection.abort()
+            self._invalid(data, exc)
             return
         for message, payload in messages:
             self._message(message, payload, upgraded)
+        # Handed on only now that the whole read is parsed: bytes after the answer's end can
+        # still make its connection unfit for reuse.
+        if self.done:
+            self._hand_on()
+        elif self.content is None:
+            self._early = (data,) if messages else (*self._early, data)
 
     def _message(self, message: RawResponseMessage, payload: StreamReader, upgraded: bool) -> None:
         code = message.code
-        if 100 <= code < 200 and code != 101:
-            return  # an interim answer: the final one follows
+        if _interim(code):
+            return  # the final answer follows
         if self.content is not None:
-            # A second answer to one request: this connection's framing is lost, even if
-            # it is back in the pool already (no request can have begun on it since).
+            # A second answer to one request: this connection's framing is lost.
             self._keep_alive = False
-            if self.done:
-                self.connection.close()
             return
         if message.should_close or upgraded:
             self._keep_alive = False
@@ -709,21 +707,58 @@ class _Exchange:
         if not self.answer.done():
             self.answer.set_result((message, content))
         if payload.is_eof():
-            self._ended()
+            self.done = True
         else:
             payload.on_eof(self._ended)
 
     def _ended(self) -> None:
-        """The answer's last byte arrived."""
-        if self.done:
-            return
+        """The answer's last byte arrived (the parser is mid-read: see ``feed``)."""
         self.done = True
+
+    def _hand_on(self) -> None:
+        """The answer ended: its connection serves the next request, or closes."""
         if self.sent_whole:
             self.connection.finish(self, self._keep_alive)
         else:
             # Answered before the request was whole: the service may not read the rest.
             self._stop_writer()
             self.connection.finish(self, False)
+
+    def _invalid(self, data: bytes, exc: HttpProcessingError) -> None:
+        """The parser failed on ``data``. When the answer had ended whole before (its
+        announced length, its last chunk), what follows it is no answer to anything (RFC 9112
+        §6.3): the answer stands, and its connection, whose framing is lost, closes (as
+        nginx does). Otherwise the answer itself is invalid."""
+        if self.done or (self.content is None and self._replay(b"".join((*self._early, data)))):
+            self._keep_alive = False
+            self._hand_on()
+            return
+        self.fail(InvalidAnswer(f"invalid answer from the upstream: {exc.message}"))
+        self.connection.abort()
+
+    def _replay(self, received: bytes) -> bool:
+        """Parse ``received`` again with a fresh parser, each head fed on its own. Given a
+        head and what follows it in one call, the parser raises on bytes after the answer
+        without handing over the answer it completed; fed the head alone, it hands it over
+        first. True when the final answer is then whole: it is this exchange's."""
+        parser = _parser(self.flow, self.connection._loop, self.head_only)
+        messages: list[tuple[RawResponseMessage, StreamReader]] = []
+        start = 0
+        with contextlib.suppress(HttpProcessingError):
+            while not messages or _interim(messages[-1][0].code):
+                end = received.find(b"\r\n\r\n", start) + 4
+                if end < 4:
+                    break
+                messages += parser.feed_data(received[start:end])[0]
+                start = end
+            else:
+                parser.feed_data(received[start:])  # the body, then what follows it
+        if not messages or _interim(messages[-1][0].code) or not messages[-1][1].is_eof():
+            return False
+        self.parser = parser
+        for message, payload in messages:
+            self._message(message, payload, False)
+        return True
 
     def lost(self, exc: Exception | None) -> None:
         """The connection closed while this exchange was on it."""
@@ -738,7 +773,9 @@ class _Exchange:
         except HttpProcessingError as error:
             self.fail(aiohttp.ClientPayloadError(f"upstream body cut short: {error.message}"))
             return
-        if not self.done:
+        if self.done:
+            self._stop_writer()  # answered before the request was whole: not read
+        else:
             self.fail(aiohttp.ClientPayloadError("upstream closed the connection mid-body"))
 
     def fail(self, exc: BaseException) -> None:
@@ -771,6 +808,24 @@ class _Exchange:
         writer = self._writer
         if writer is not None and not writer.done():
             writer.cancel()
+
+
+def _parser(flow: _Flow, loop: asyncio.AbstractEventLoop, head_only: bool) -> HttpResponseParser:
+    """aiohttp's response parser, for one answer (``head_only``: to a ``HEAD``)."""
+    return HttpResponseParser(
+        flow,
+        loop,
+        READ_LIMIT,
+        payload_exception=aiohttp.ClientPayloadError,
+        response_with_body=not head_only,
+        read_until_eof=True,
+        auto_decompress=False,
+    )
+
+
+def _interim(code: int) -> bool:
+    """An interim answer (RFC 9110 §15.2): the final one follows; ``101`` is final here."""
+    return 100 <= code < 200 and code != 101
 
 
 def _length(headers: Mapping[str, str]) -> int | None:

@@ -240,6 +240,125 @@ async def test_a_second_answer_to_one_request_retires_the_connection():
         assert await get(client, "/next") == (200, b"1")
 
 
+# --- bytes past the answer's end (RFC 9112 §6.3: it ends at its length; what follows is no
+# answer, and the connection cannot be reused) -----------------------------------------------
+
+
+def after_extra(sent: bytes, later: bytes = b"", wait: asyncio.Event | None = None) -> Script:
+    """A service that answers ``/next`` plainly (its body names its connection) and every
+    other request with ``sent``, then, once ``wait`` is set, ``later`` in a write of its own."""
+
+    async def script(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.target == "/next":
+            writer.write(answer(f"{seen.connection}".encode()))
+            return True
+        writer.write(sent)
+        if wait is not None:
+            await writer.drain()
+            await wait.wait()
+            writer.write(later)
+        return True
+
+    return script
+
+
+async def assert_closed_then_fresh(service: Scripted, client: UpstreamClient) -> None:
+    """The connection that carried the extra bytes is closed, and the next request succeeds
+    on a new one."""
+    await asyncio.wait_for(service.client_closed.wait(), PROMPT)
+    assert client.open == 0
+    assert await get(client, "/next") == (200, b"1")
+    assert service.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "sent", "status", "body"),
+    [
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more", 200, b"hello"),
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nmore",
+            200,
+            b"hello",
+        ),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b""),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\nhello", 204, b""),
+        (
+            "GET",
+            b'HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: "v1"\r\n\r\nhello',
+            304,
+            b"",
+        ),
+        (
+            "GET",
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more",
+            200,
+            b"hello",
+        ),
+    ],
+    ids=["content-length", "chunked", "head", "204", "304", "after-an-interim-answer"],
+)
+async def test_bytes_past_the_end_in_the_same_write_leave_the_answer_as_announced(
+    method, sent, status, body
+):
+    async with scripted(after_extra(sent)) as service, client_of(service.url) as client:
+        assert await get(client, "/extra", method) == (status, body)
+
+        await assert_closed_then_fresh(service, client)
+
+
+async def test_bytes_past_the_end_in_a_later_write_leave_the_answer_as_announced():
+    head_arrived = asyncio.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    script = after_extra(head, b"hello, and more", head_arrived)
+
+    async with scripted(script) as service, client_of(service.url) as client:
+        response = await client.request("GET", "/extra", {})
+        head_arrived.set()
+
+        assert await response.read() == b"hello"
+        await assert_closed_then_fresh(service, client)
+
+
+async def test_bytes_past_the_end_arriving_on_an_idle_connection_close_it():
+    answer_read = asyncio.Event()
+    script = after_extra(answer(b"hello"), b"and more", answer_read)
+
+    async with scripted(script) as service, client_of(service.url) as client:
+        assert await get(client, "/extra") == (200, b"hello")
+        assert client.idle == 1
+        answer_read.set()
+
+        await assert_closed_then_fresh(service, client)
+
+
+async def test_a_body_shorter_than_announced_still_fails():
+    async def short(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.target == "/next":
+            writer.write(answer(f"{seen.connection}".encode()))
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhello, and more")
+        return False  # and closes
+
+    async with scripted(short) as service, client_of(service.url) as client:
+        response = await client.request("GET", "/short", {})
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+        assert await get(client, "/next") == (200, b"1")
+
+
+async def test_a_chunk_framing_error_in_the_same_write_as_the_head_is_still_invalid():
+    sent = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+
+    async with scripted(after_extra(sent)) as service, client_of(service.url) as client:
+        with pytest.raises(InvalidAnswer):
+            await client.request("GET", "/extra", {})
+
+        await assert_closed_then_fresh(service, client)
+
+
 async def test_a_request_body_is_sent_with_its_length_and_the_target_verbatim():
     async with scripted(ok) as service, client_of(service.url + "/base/") as client:
         headers = CIMultiDict({"X-Tenant": "a", "Content-Length": "999", "Host": "forged"})
