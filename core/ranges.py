@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 #: One ``bytes`` range-spec: ``first-last``, ``first-`` or ``-suffix`` (§14.1.2).
-_SPEC = re.compile(r"(\d*)-(\d*)")
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")  # (ASCII digits only: int() takes others)
 
 
 def byte_range(value: str | None, length: int) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from core.ranges import byte_range, content_range, if_range_allows
         pytest.param("bytes=0-1,3-4", 11, None, id="several-ranges"),
         pytest.param("bytes=-", 11, None, id="no-numbers"),
         pytest.param("bytes=a-b", 11, None, id="not-numbers"),
+        pytest.param("bytes=\u0661-\u0663", 11, None, id="non-ascii-digits"),
         pytest.param("items=0-1", 11, None, id="other-unit"),
         pytest.param("bytes 0-1", 11, None, id="no-equals"),
         pytest.param("bytes=0-1", 0, None, id="empty-body"),
