@@ -37,7 +37,9 @@ async def services(run_sidecache, upstream, other_upstream, redis_url, monkeypat
     configs = [
         {
             "upstream": {"url": service.url},
-            "cache": {"l2": {"url": redis_url, "key_prefix": prefix, "check_interval": "200ms"}},
+            # (Pings every 2 s: on a loaded machine a shorter interval can make a live
+            # subscription look dead mid-test, and a purge then reaches no subscriber.)
+            "cache": {"l2": {"url": redis_url, "key_prefix": prefix, "check_interval": "2s"}},
             "routes": [{"name": "select", "path": SELECT}],
             "monitor": {"enabled": False},
         }
