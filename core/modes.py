@@ -66,10 +66,6 @@ class JsonMode:
     head_from_get = False
     #: A successful unsafe request invalidates what is stored for its URI (RFC 9111 §4.4).
     invalidated_by_unsafe = False
-    #: Requests are JSON-RPC calls classified by the mode (``McpMode``): the engine keys,
-    #: stores and answers them through the mode's ``classify`` / ``keyed`` / ``stored`` /
-    #: ``answer``.
-    classifies = False
 
     def handles(self, method: str) -> bool:
         """Whether a route of this mode with ``method: "*"`` takes requests of ``method``."""
@@ -256,7 +252,6 @@ class McpMode(JsonMode):
 
     name = "mcp"
     fast_hits = False  # every hit carries the requester's id: the engine renders it
-    classifies = True
 
     def policy(self, route: RouteConfig) -> mcp.Policy:
         settings = route.mcp

@@ -289,7 +289,7 @@ class Engine:
 
     async def _handle_route(self, request: Request, route: RouteConfig) -> Reply:
         mode = MODES[route.mode]
-        if isinstance(mode, McpMode):
+        if isinstance(mode, McpMode):  # JSON-RPC calls: classified, keyed and answered apart
             return await self._handle_call(request, route, mode)
         keyed = request.keyed  # (the fast front end decided and keyed it: see ``Keyed``)
         if keyed is not None:
