@@ -3,14 +3,15 @@
 On a sidecar's hot routes most requests are repeats that L1 answers. For those, aiohttp's
 request objects, payload streams and response machinery cost more than the answer itself.
 So each connection starts on a thin protocol that reads requests itself. A fresh L1 hit is
-answered at once with a single write of a serialised response; every other request it can
-read (a Redis lookup, a miss, a stale entry, an HTTP-mode or pass-through route) goes through
-the engine (``proxy/engine.py``) and its reply is written here too, streamed when the
-upstream streams, on the same connection and in order. A connection is handed to aiohttp's
-own protocol, for good, only for what this front end does not handle: a request its parser
-refuses (aiohttp answers the 400), ``Upgrade``, ``Expect``, chunked or compressed request
-bodies, bodies over 64 KiB, ``HEAD``, ``Connection: close``, HTTP/1.0, and targets that are
-not plain origin-form paths.
+answered at once with a single write of a serialised response, which leaves with the other
+answers of the loop's turn (``proxy/outbox.py``); every other request it can read (a Redis
+lookup, a miss, a stale entry, an HTTP-mode or pass-through route) goes through the engine
+(``proxy/engine.py``) and its reply is written here too, streamed when the upstream streams,
+on the same connection and in order. A connection is handed to aiohttp's own protocol, for
+good, only for what this front end does not handle: a request its parser refuses (aiohttp
+answers the 400), ``Upgrade``, ``Expect``, chunked or compressed request bodies, bodies over
+64 KiB, ``HEAD``, ``Connection: close``, HTTP/1.0, and targets that are not plain
+origin-form paths.
 
 Requests are read with aiohttp's own parser (``HttpRequestParser``, llhttp when aiohttp's C
 extension is there), configured as aiohttp's protocol configures it, so the fast path accepts
@@ -52,6 +53,7 @@ from proxy.connections import (
 from proxy.engine import Engine
 from proxy.exchange import NO_BODY, BufferedBody, Keyed, Reply, Request
 from proxy.handler import ProxyHandler
+from proxy.outbox import Outbox
 
 #: A request head or body bigger than this is not worth a fast look.
 MAX_HEAD = 16 * 1024
@@ -78,6 +80,8 @@ class FastPathServer(web.Server):
         self.loop = asyncio.get_running_loop()
         self.parser_limits = {name: kwargs[name] for name in PARSER_LIMITS}
         self.fast_connections: set[FastConnection] = set()
+        #: Every answer written here leaves at the end of the loop's turn (``proxy/outbox.py``).
+        self.outbox = Outbox(self.loop)
         # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
         self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}
 
@@ -191,6 +195,7 @@ class FastConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self._server.outbox.flush()  # (close() sends what the transport holds, not more)
             self._transport.close()
 
     @property
@@ -354,26 +359,23 @@ class FastConnection(asyncio.Protocol):
     async def _send(self, reply: Reply) -> None:
         """Write ``reply``: at once when it is whole, else as its upstream stream arrives,
         with the client's reading pace (``_writable``)."""
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return
         # (HEAD and ``Connection: close`` requests are aiohttp's: see ``_plain_length``.)
         close = reply.close
         stream = reply.stream
         if stream is None:
-            transport.write(_head_bytes(reply, len(reply.body), close) + reply.body)
+            self._emit(_head_bytes(reply, len(reply.body), close) + reply.body)
         else:
             length = stream.content_length if not reply.prefix else None
             await self._relay(reply, stream, length, close)
-        if close and self._transport is not None:
-            self._transport.close()
+        if close:
+            self.close()
             self._transport = None
 
     async def _relay(self, reply: Reply, stream: Any, length: int | None, close: bool) -> None:
-        transport = self._transport
-        assert transport is not None
         chunked = length is None
-        transport.write(_head_bytes(reply, length, close, chunked=chunked))
+        self._emit(_head_bytes(reply, length, close, chunked=chunked))
         try:
             if reply.prefix:
                 await self._write_chunk(reply.prefix, chunked)
@@ -383,18 +385,16 @@ class FastConnection(asyncio.Protocol):
             # The head is sent: the only honest signal left is a cut connection.
             log.warning("upstream stream broke off: %r", exc)
             if self._transport is not None:
+                self._server.outbox.flush()
                 self._transport.abort()
             raise
         if chunked and self._transport is not None:
-            self._transport.write(b"0\r\n\r\n")
+            self._emit(b"0\r\n\r\n")
 
     async def _write_chunk(self, chunk: bytes, chunked: bool) -> None:
         if self._transport is None:
             raise ConnectionResetError("client went away")
-        if chunked:
-            self._transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        else:
-            self._transport.write(chunk)
+        self._emit(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
         if self._paused:
             await self._writable.wait()
 
@@ -407,10 +407,16 @@ class FastConnection(asyncio.Protocol):
         age = int(entry.age(time.time()))
         assert self._transport is not None and self._head is not None
         tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
-        self._transport.write(b"".join((head, tail, entry.body)))  # one buffer: one send
+        self._emit(b"".join((head, tail, entry.body)))  # one buffer: one send
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
         proxy.record_fast_hit(route, tier, self._head.method, self._path, entry.status, elapsed)
+
+    def _emit(self, data: bytes) -> None:
+        """Send ``data`` at the end of this turn of the loop, after what this connection
+        sent before."""
+        assert self._transport is not None
+        self._server.outbox.write(self._transport, data)
 
     def _hand_over(self) -> None:
         """From now on aiohttp serves this connection, beginning with what is buffered."""
@@ -419,6 +425,7 @@ class FastConnection(asyncio.Protocol):
         self._deadline.cancel()
         if transport is None:
             return
+        self._server.outbox.flush()  # the answers before the handed-over request go first
         protocol = self._server.aiohttp_protocol()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
