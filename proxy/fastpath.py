@@ -276,7 +276,7 @@ class FastConnection(asyncio.Protocol):
             if found is not None:
                 entry = proxy.fresh_local(found.route, found.key)
                 if entry is not None:
-                    self._write(found.route, entry, "l1", started)
+                    self._write(found.route, entry, started)
                     self._consume(now)
                     continue
             # Anything else goes through the engine (with what was found out here); the
@@ -402,15 +402,15 @@ class FastConnection(asyncio.Protocol):
     def _ready(self) -> bool:
         return not self._paused and self._busy is None and self._transport is not None
 
-    def _write(self, route: RouteConfig, entry: CachedResponse, tier: str, started: float) -> None:
+    def _write(self, route: RouteConfig, entry: CachedResponse, started: float) -> None:
         head = self._server.wire(entry)
         age = int(entry.age(time.time()))
         assert self._transport is not None and self._head is not None
-        tail = b"Cache-Status: sidecache; hit; detail=%s\r\nAge: %d\r\n\r\n" % (tier.encode(), age)
+        tail = b"Cache-Status: sidecache; hit; detail=l1\r\nAge: %d\r\n\r\n" % age
         self._emit(b"".join((head, tail, entry.body)))  # one buffer: one send
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
-        proxy.record_fast_hit(route, tier, self._head.method, self._path, entry.status, elapsed)
+        proxy.record_fast_hit(route, self._head.method, self._path, entry.status, elapsed)
 
     def _emit(self, data: bytes) -> None:
         """Send ``data`` at the end of this turn of the loop, after what this connection

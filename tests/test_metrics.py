@@ -1,0 +1,45 @@
+"""Durations added to a histogram in bulk read exactly as the same observations made one by
+one (the fast front end's hits are added that way: ``core.metrics.Durations``)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from core.metrics import Durations, Metrics
+
+#: On a bucket bound, between bounds, zero, and past the last bound (the +Inf bucket).
+SECONDS = [0.0, 0.0005, 0.0004, 0.0005001, 0.003, 0.01, 0.7, 10.0, 12.5, 1e-9]
+
+
+def exposition(metrics: Metrics) -> list[bytes]:
+    """The exposition but for the ``_created`` lines (when each child was made)."""
+    lines = generate_latest(metrics.registry).splitlines()
+    return [line for line in lines if b"_created" not in line]
+
+
+@pytest.mark.parametrize("seconds", [SECONDS, [], [0.02] * 1000])
+def test_bulk_durations_read_as_observations_one_by_one(seconds):
+    one_by_one, bulk = Metrics(), Metrics()
+    child = one_by_one.request_duration.labels("select", "hit")
+    for value in seconds:
+        child.observe(value)
+    durations = Durations()
+    for value in seconds:
+        durations.observe(value)
+    assert durations.count == len(seconds)
+    durations.add_to(bulk.request_duration.labels("select", "hit"))
+    assert exposition(bulk) == exposition(one_by_one)
+
+
+def test_durations_start_again_from_nothing_once_added():
+    metrics = Metrics()
+    child = metrics.request_duration.labels("select", "hit")
+    durations = Durations()
+    durations.observe(0.001)
+    durations.add_to(child)
+    durations.add_to(child)  # nothing new: nothing added twice
+    assert durations.count == 0
+    samples = {s.name: s.value for s in metrics.request_duration.collect()[0].samples}
+    assert samples["sidecache_request_duration_seconds_count"] == 1
+    assert samples["sidecache_request_duration_seconds_sum"] == pytest.approx(0.001)
