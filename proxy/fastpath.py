@@ -19,7 +19,9 @@ exactly what aiohttp accepts: whatever the parser refuses is handed over, and ai
 it 400 as it would have. Only the head goes through the parser; the body is the
 ``Content-Length`` bytes after it, which the parser has checked. The head ends at the first
 empty line, because the parser refuses a bare CR or LF anywhere in it (empty lines before a
-request are the one exception: such requests are handed over).
+request are the one exception: such requests are handed over). A head whose very bytes the
+parser read whole and plain before is not read again: the same bytes read the same way, so
+a repeated request, the common case of a hit, skips the parser (``FastPathServer.heads``).
 
 Every connection is bounded (``proxy/connections.py``): in number, in idle time, and in the
 time a request head takes to arrive. A body the fast path waits for longer than
@@ -58,6 +60,10 @@ from proxy.outbox import Outbox
 #: A request head or body bigger than this is not worth a fast look.
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
+#: Heads read before, by their bytes (``FastPathServer.heads``): at most this many, each at
+#: most this long, so the memo stays under 4 MiB.
+HEAD_MEMO = 1024
+MAX_MEMO_HEAD = 4096
 #: Limits of aiohttp's parser, given to aiohttp's protocol and to the fast path's parser alike
 #: (aiohttp's defaults).
 PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
@@ -82,6 +88,9 @@ class FastPathServer(web.Server):
         self.fast_connections: set[FastConnection] = set()
         #: Every answer written here leaves at the end of the loop's turn (``proxy/outbox.py``).
         self.outbox = Outbox(self.loop)
+        #: Request heads the parser read whole and plain, by their bytes: the same bytes
+        #: read the same way, so a repeated request (a hit, mostly) skips the parser.
+        self.heads: dict[bytes, tuple[RawRequestMessage, str, int]] = {}
         # Serialised heads by entry; weak, so an entry L1 dropped is not kept alive here.
         self._wire: dict[int, tuple[weakref.ref[CachedResponse], bytes]] = {}
 
@@ -127,6 +136,11 @@ class FastPathServer(web.Server):
         for connection in list(self.fast_connections):
             connection.close()
         await super().shutdown(timeout)
+
+    def remember_head(self, raw: bytes, read: tuple[RawRequestMessage, str, int]) -> None:
+        if len(self.heads) >= HEAD_MEMO:
+            self.heads.clear()
+        self.heads[raw] = read
 
     def wire(self, entry: CachedResponse) -> bytes:
         """Status line and stored headers, serialised once per entry."""
@@ -296,23 +310,42 @@ class FastConnection(asyncio.Protocol):
             self._hand_over()
             return None
         stop = len(buffer) if end < 0 else end + 4
+        whole = bytes(buffer[:stop]) if self._fed == 0 and 0 <= end < MAX_MEMO_HEAD else None
+        known = self._server.heads.get(whole) if whole is not None else None
+        if known is not None:  # these very bytes were read before: the parser is at rest
+            head, path, length = known
+            self._fed = stop
+        else:
+            head, length = self._parse(buffer, end, stop)
+            if head is None:
+                return None
+            path = head.path.partition("?")[0]
+            if whole is not None:
+                self._server.remember_head(whole, (head, path, length))
+        self._head, self._path, self._size = head, path, stop + length
+        self._head_ended = now
+        return head
+
+    def _parse(
+        self, buffer: bytearray, end: int, stop: int
+    ) -> tuple[RawRequestMessage, int] | tuple[None, None]:
+        """Feed the parser up to ``stop``; the head and its body length once it is whole
+        and plain, ``(None, None)`` while it is still arriving or once handed over."""
         try:
             messages = self._parser.feed_data(buffer[self._fed : stop])[0]
         except HttpProcessingError:
             self._hand_over()  # refused: aiohttp answers it 400
-            return None
+            return None, None
         self._fed = stop
         if end < 0 and not messages:
-            return None  # still arriving (read so far: a refused head is handed over at once)
+            return None, None  # still arriving (a refused head is handed over at once)
         # The parser must end the head at the first empty line, or the framing here is wrong.
         head = messages[0][0] if end >= 0 and len(messages) == 1 else None
         length = -1 if head is None else _plain_length(head)
         if head is None or length < 0:
             self._hand_over()
-            return None
-        self._head, self._path, self._size = head, head.path.partition("?")[0], stop + length
-        self._head_ended = now
-        return head
+            return None, None
+        return head, length
 
     def _consume(self, now: float) -> None:
         """The first request is answered: what follows is the next one, from now."""
