@@ -283,3 +283,62 @@ async def test_one_connection_serves_hit_miss_hit_pass_through_hit_in_order(warm
     assert echo_of(answers[3][1])["path"] == "/not-cached"
     assert answers[5][1] == (bytes(range(256)) * 256 * 4)[:200000]
     assert upstream.calls[SELECT] == 2
+
+
+@pytest.mark.parametrize(
+    "handed_over",
+    [
+        b"GET /not-cached HTTP/1.1\r\nHost: sidecache\r\nConnection: close\r\n\r\n",
+        b"GET /not-cached HTTP/1.0\r\nHost: sidecache\r\n\r\n",
+    ],
+    ids=["connection-close", "http-1.0"],
+)
+async def test_hits_answered_in_the_turn_of_a_hand_over_arrive_before_its_answer(
+    warm, upstream, handed_over
+):
+    # The hits' answers wait for the end of the loop's turn (proxy/outbox.py); the request
+    # aiohttp takes over in that same turn must not answer first.
+    reader, writer = await connect(warm)
+    writer.write(post() + post() + handed_over)
+    answers = [await read_response(reader) for _ in range(3)]
+    assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # then aiohttp closes
+    writer.close()
+    statuses = [headers["cache-status"] for _, headers, _ in answers]
+    assert statuses == ["sidecache; hit; detail=l1"] * 2 + ["sidecache; fwd=bypass"]
+    assert echo_of(answers[2][2])["path"] == "/not-cached"
+
+
+async def test_a_client_gone_with_answers_held_does_not_disturb_the_next(warm, upstream):
+    reader, writer = await connect(warm)
+    writer.write(post() * 20)
+    writer.transport.abort()  # gone while its answers may still be held
+    reader, writer = await connect(warm)  # the next client is answered as ever
+    writer.write(post())
+    _status, headers, _ = await read_response(reader)
+    writer.close()
+    assert headers["cache-status"] == "sidecache; hit; detail=l1"
+
+
+def known_heads(proxy) -> dict:
+    return proxy.client.server.runner.server.heads
+
+
+async def test_a_head_read_before_is_not_parsed_again_and_the_memo_stays_bounded(warm, upstream):
+    from proxy.fastpath import HEAD_MEMO, MAX_MEMO_HEAD
+
+    reader, writer = await connect(warm)
+    before = len(known_heads(warm))
+    writer.write(post() + post())
+    for _ in range(2):
+        assert (await read_response(reader))[1]["cache-status"] == "sidecache; hit; detail=l1"
+    assert len(known_heads(warm)) <= before + 1  # the two identical heads: one entry
+    remembered = len(known_heads(warm))
+    long_head = post(extra=b"X-Pad: " + b"a" * MAX_MEMO_HEAD + b"\r\n")
+    writer.write(long_head)
+    assert (await read_response(reader))[1]["cache-status"] == "sidecache; hit; detail=l1"
+    assert len(known_heads(warm)) == remembered  # too long to remember
+    for i in range(HEAD_MEMO + 10):
+        writer.write(post(extra=b"X-N: %d\r\n" % i))
+        await read_response(reader)
+        assert len(known_heads(warm)) <= HEAD_MEMO
+    writer.close()
