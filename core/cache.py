@@ -73,16 +73,16 @@ class TieredCache:
             self.count_local(entry is not None)
         return entry
 
-    def count_local(self, hit: bool, times: int = 1) -> None:
-        self._l1_ops["hit" if hit else "miss"].inc(times)
+    def count_local(self, hit: bool) -> None:
+        self._metrics.tally.count(self._l1_ops["hit" if hit else "miss"])
 
-    def count_hit_from(self, tier: str, times: int = 1) -> None:
-        """Count ``times`` lookups made uncounted (``count=False``) that ``tier`` answered:
-        L1 hits, or L1 misses and hits further down."""
+    def count_hit_from(self, tier: str) -> None:
+        """Count a lookup made uncounted (``count=False``) that ``tier`` answered: an L1
+        hit, or an L1 miss and a hit further down."""
         if self.l1 is not None:
-            self.count_local(tier == "l1", times)
+            self.count_local(tier == "l1")
         if tier != "l1":
-            self._metrics.cache_operations.labels(tier, "get", "hit").inc(times)
+            self._metrics.cache_operations.labels(tier, "get", "hit").inc()
 
     async def get_remote(self, key: str, count: bool = True) -> Hit | None:
         """The remote exact tiers in order; a hit is promoted into L1. ``count=False``

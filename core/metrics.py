@@ -6,9 +6,11 @@ reasons. Never a key or a path.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -49,6 +51,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: Every request's updates, added once per turn of the event loop (see ``Tally``).
+        self.tally = Tally()
         r = self.registry
         self.request_duration = Histogram(
             "sidecache_request_duration_seconds",
@@ -255,6 +259,7 @@ class Metrics:
 
     def view(self) -> CollectorRegistry:
         """The registry to expose: this process's, or every worker's added up."""
+        self.tally.flush()
         if not self.multiprocess:
             return self.registry
         combined = CollectorRegistry()
@@ -271,11 +276,61 @@ class Metrics:
         self.tier_available.labels(tier).set(1 if available else 0)
 
 
+class Tally:
+    """The metric updates every request makes, gathered in plain numbers and added at the
+    end of the event loop's turn they were made in (and before the metrics are read:
+    ``Metrics.view``).
+
+    prometheus_client takes a lock per increment, and a histogram observation scans its
+    buckets and takes two; at tens of thousands of requests a second on one core that was a
+    fifth of an L1 hit's cost. Here an update is a dictionary addition, and the turn's
+    updates reach each labelled child once. Outside a running loop they are added at once."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, float] = {}
+        self._durations: dict[Any, Durations] = {}
+        self._due = False
+
+    def count(self, counter: Any, amount: float = 1) -> None:
+        """``counter.inc(amount)`` by the end of the turn (``counter``: a labelled child)."""
+        self._counts[counter] = self._counts.get(counter, 0) + amount
+        if not self._due:
+            self._schedule()
+
+    def observe(self, histogram: Any, seconds: float) -> None:
+        """``histogram.observe(seconds)`` by the end of the turn (``histogram``: a labelled
+        child of a histogram with the latency buckets)."""
+        durations = self._durations.get(histogram)
+        if durations is None:
+            durations = self._durations[histogram] = Durations()
+        durations.observe(seconds)
+        if not self._due:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._due = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Add everything gathered so far."""
+        self._due = False
+        counts, self._counts = self._counts, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        for histogram, durations in self._durations.items():
+            if durations.count:
+                durations.add_to(histogram)
+
+
 class Durations:
     """Observations bound for one child of a latency histogram, kept in plain numbers and
     added to it in one go (``add_to``): per observation a bisect and two additions, not the
-    two locked increments of prometheus_client's ``observe``. For the hottest path only
-    (the fast front end's hits, added once per turn of the event loop)."""
+    bucket scan and two locked increments of prometheus_client's ``observe``."""
 
     __slots__ = ("count", "counts", "total")
 

@@ -13,7 +13,6 @@ requests, stored once complete.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -52,7 +51,6 @@ from core.headers import (
 from core.invalidation import ByTag
 from core.keys import KeyCache, RequestKey, derive_key, variant_key
 from core.logs import access_enabled, access_line
-from core.metrics import Durations
 from core.modes import CLIENT_CONDITIONALS, MODES, PLAIN, Form, McpMode
 from core.outcome import (
     Outcome,
@@ -145,11 +143,7 @@ class Engine:
         self._tees = StreamTees(runtime.refreshes)
         self._timers: dict[tuple[str, str], object] = {}
         self._hit_counters: dict[tuple[str, str], object] = {}
-        #: The fast front end's L1 hits by route, added to the metrics at the end of the
-        #: loop's turn (``record_fast_hit``).
-        self._fast_hits: dict[str, Durations] = {}
-        self._fast_hits_due = False
-        self._loop = asyncio.get_running_loop()
+        self._tally = runtime.metrics.tally
         self._access_log = access_enabled()
         self._keys = KeyCache()
         self._fast_keys: dict[object, Keyed | None] = {}
@@ -265,27 +259,10 @@ class Engine:
         self, route: RouteConfig, method: str, path: str, status: int, elapsed: float
     ) -> None:
         """Count an L1 hit the fast path answered exactly as ``handle`` would have. (A
-        request the fast path leaves to ``handle`` has not been counted at all.)
-
-        The counts and the duration go to the metrics at the end of this turn of the loop,
-        with the other hits of the turn: in bulk they cost a fraction of what one update
-        per hit costs, and a scrape (a later turn) still sees every hit answered before it."""
-        durations = self._fast_hits.get(route.name)
-        if durations is None:
-            durations = self._fast_hits[route.name] = Durations()
-        durations.observe(elapsed)
-        if not self._fast_hits_due:
-            self._fast_hits_due = True
-            self._loop.call_soon(self._add_fast_hits)
-        self._log(method, path, route.name, "hit", status, elapsed)
-
-    def _add_fast_hits(self) -> None:
-        self._fast_hits_due = False
-        for route, durations in self._fast_hits.items():
-            if durations.count:
-                self._cache.count_hit_from("l1", durations.count)
-                self._hit_counter(route, "l1").inc(durations.count)
-                durations.add_to(self._timer(route, "hit"))
+        request the fast path leaves to ``handle`` has not been counted at all.)"""
+        self._cache.count_hit_from("l1")
+        self._count_hit(route, "l1")
+        self._record(method, path, route.name, "hit", status, elapsed)
 
     def _record(
         self,
@@ -297,19 +274,7 @@ class Engine:
         elapsed: float,
         upstream: float | None = None,
     ) -> None:
-        self._timer(route, result).observe(elapsed)
-        self._log(method, path, route, result, status, elapsed, upstream)
-
-    def _log(
-        self,
-        method: str,
-        path: str,
-        route: str,
-        result: str,
-        status: int,
-        elapsed: float,
-        upstream: float | None = None,
-    ) -> None:
+        self._tally.observe(self._timer(route, result), elapsed)
         if self._access_log:
             access_line(
                 method=method,
@@ -810,19 +775,16 @@ class Engine:
         entry: CachedResponse | None = None,
         form: Form = PLAIN,
     ) -> None:
-        self._hit_counter(route.name, tier).inc()
+        counter = self._hit_counters.get((route.name, tier))
+        if counter is None:
+            counter = self._metrics.cache_hits.labels(route.name, tier)
+            self._hit_counters[route.name, tier] = counter
+        self._tally.count(counter)
         if entry is not None:
             for kind, tokens in MODES[route.mode].saved_tokens(entry).items():
                 self._metrics.llm_tokens_saved.labels(route.name, kind).inc(tokens)
         if form.stream:  # a hit's stream goes out whole, at once
             self._first_chunk_timer(route, "hit")()
-
-    def _hit_counter(self, route: str, tier: str):
-        counter = self._hit_counters.get((route, tier))
-        if counter is None:
-            counter = self._metrics.cache_hits.labels(route, tier)
-            self._hit_counters[route, tier] = counter
-        return counter
 
     def _timer(self, route: str, result: str):
         timer = self._timers.get((route, result))

@@ -1,7 +1,10 @@
-"""Durations added to a histogram in bulk read exactly as the same observations made one by
-one (the fast front end's hits are added that way: ``core.metrics.Durations``)."""
+"""The tally of per-request metric updates (``core.metrics.Tally``): added at the end of
+the loop's turn or before a read, and, for durations, in bulk exactly as the same
+observations made one by one."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from prometheus_client import generate_latest
@@ -43,3 +46,27 @@ def test_durations_start_again_from_nothing_once_added():
     samples = {s.name: s.value for s in metrics.request_duration.collect()[0].samples}
     assert samples["sidecache_request_duration_seconds_count"] == 1
     assert samples["sidecache_request_duration_seconds_sum"] == pytest.approx(0.001)
+
+
+async def test_the_tally_adds_a_turns_updates_at_its_end_or_when_the_metrics_are_read():
+    metrics = Metrics()
+    hits = metrics.cache_hits.labels("select", "l1")
+    timer = metrics.request_duration.labels("select", "hit")
+    for _ in range(3):
+        metrics.tally.count(hits)
+        metrics.tally.observe(timer, 0.001)
+    assert hits._value.get() == 0  # not yet: the turn goes on
+    await asyncio.sleep(0)  # the turn ends
+    assert hits._value.get() == 3
+    metrics.tally.count(hits)
+    families = metrics.families()  # a read adds what is pending first
+    assert [s.value for s in families["sidecache_cache_hits"] if s.name.endswith("_total")] == [4]
+    samples = {s.name: s.value for s in families["sidecache_request_duration_seconds"]}
+    assert samples["sidecache_request_duration_seconds_count"] == 3
+
+
+def test_outside_a_running_loop_the_tally_adds_at_once():
+    metrics = Metrics()
+    hits = metrics.cache_hits.labels("select", "l1")
+    metrics.tally.count(hits, 2)
+    assert hits._value.get() == 2
