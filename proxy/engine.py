@@ -808,7 +808,8 @@ def _answer_hit(
         return _not_modified(headers, outcome)
     if mode.answers_ranges and request.method == "GET" and entry.status == 200:
         return _answer_range(request, entry, headers, outcome)
-    return Reply(entry.status, headers, outcome, body=entry.body)
+    replays = entry if hit.similarity is None else None
+    return Reply(entry.status, headers, outcome, body=entry.body, replays=replays)
 
 
 def _answer_range(

@@ -12,6 +12,7 @@ import aiohttp
 from multidict import CIMultiDict, MultiMapping
 
 from core.config import RouteConfig
+from core.entry import CachedResponse
 from core.headers import Target
 from core.keys import RequestKey
 from core.outcome import Outcome
@@ -161,3 +162,7 @@ class Reply:
     close: bool = False
     #: Route name for the metrics and the access log.
     route: str = field(default="none")
+    #: The stored entry this reply replays as it is stored, only ``Cache-Status`` and
+    #: ``Age`` added (``headers`` holds the same): a front end may write the entry's
+    #: serialised head and those two instead of serialising ``headers``.
+    replays: CachedResponse | None = None

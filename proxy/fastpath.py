@@ -45,6 +45,7 @@ from aiohttp.streams import StreamReader
 
 from core.config import RouteConfig
 from core.entry import CachedResponse
+from core.outcome import fresh_hit
 from proxy.connections import (
     BODY,
     BoundedRequestHandler,
@@ -52,7 +53,7 @@ from proxy.connections import (
     Deadline,
     RefusedConnection,
 )
-from proxy.engine import Engine
+from proxy.engine import CACHE_STATUS, Engine
 from proxy.exchange import NO_BODY, BufferedBody, Keyed, Reply, Request
 from proxy.handler import ProxyHandler
 from proxy.outbox import Outbox
@@ -397,7 +398,12 @@ class FastConnection(asyncio.Protocol):
         # (HEAD and ``Connection: close`` requests are aiohttp's: see ``_plain_length``.)
         close = reply.close
         stream = reply.stream
-        if stream is None:
+        if reply.replays is not None and not close:  # as stored: its serialised head
+            headers = reply.headers
+            head = self._server.wire(reply.replays)
+            status, age = headers[CACHE_STATUS].encode(), headers["Age"].encode()
+            self._emit(_hit_bytes(head, status, age, reply.body))
+        elif stream is None:
             self._emit(_head_bytes(reply, len(reply.body), close) + reply.body)
         else:
             length = stream.content_length if not reply.prefix else None
@@ -437,10 +443,9 @@ class FastConnection(asyncio.Protocol):
 
     def _write(self, route: RouteConfig, entry: CachedResponse, started: float) -> None:
         head = self._server.wire(entry)
-        age = int(entry.age(time.time()))
+        age = b"%d" % entry.age(time.time())
         assert self._transport is not None and self._head is not None
-        tail = b"Cache-Status: sidecache; hit; detail=l1\r\nAge: %d\r\n\r\n" % age
-        self._emit(b"".join((head, tail, entry.body)))  # one buffer: one send
+        self._emit(_hit_bytes(head, _L1_HIT, age, entry.body))
         elapsed = time.perf_counter() - started
         proxy = self._server.proxy
         proxy.record_fast_hit(route, self._head.method, self._path, entry.status, elapsed)
@@ -469,6 +474,15 @@ class FastConnection(asyncio.Protocol):
             # A whole head is parsed at once there, which starts its request; a part of one
             # keeps the deadline it has had since its first byte.
             protocol.continue_from(buffered, self._started if self._head is None else None)
+
+
+def _hit_bytes(head: bytes, cache_status: bytes, age: bytes, body: bytes) -> bytes:
+    """A stored answer (``head``: its serialised status line and headers) as sent: one
+    buffer, one send."""
+    return b"%sCache-Status: %s\r\nAge: %s\r\n\r\n%s" % (head, cache_status, age, body)
+
+
+_L1_HIT = fresh_hit("l1").cache_status.encode()
 
 
 def _head_bytes(reply: Reply, length: int | None, close: bool, chunked: bool = False) -> bytes:

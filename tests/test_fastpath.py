@@ -142,13 +142,20 @@ async def test_an_idle_fast_connection_is_closed_on_shutdown(warm, upstream):
 async def test_an_l2_hit_is_answered_on_the_fast_path(make_proxy, upstream, redis_url):
     proxy = await make_proxy(cache={"l1": {"enabled": False}, "l2": {"url": redis_url}})
     headers = {"Host": "sidecache", "Content-Type": "application/json"}  # as post() sends
-    await proxy.client.post(SELECT, data=BODY, headers=headers)
+    first = await proxy.client.post(SELECT, data=BODY, headers=headers)
+    stored = await first.read()
     await proxy.runtime.cache.flush()
     reader, writer = await connect(proxy)
     writer.write(post() + post())
     answers = [await read_response(reader) for _ in range(2)]
     writer.close()
     assert [a[1]["cache-status"] for a in answers] == ["sidecache; hit; detail=l2"] * 2
+    for status, hit_headers, body in answers:  # the stored answer, as stored
+        assert status == b"HTTP/1.1 200 OK"
+        assert body == stored
+        assert hit_headers["content-type"] == first.headers["Content-Type"]
+        assert hit_headers["content-length"] == str(len(stored))
+        assert hit_headers["age"].isdigit()
     l2 = proxy.runtime.metrics.cache_operations
     assert l2.labels("l2", "get", "hit")._value.get() == 2
     assert l2.labels("l2", "get", "miss")._value.get() == 1  # the first request's, once
