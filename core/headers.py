@@ -126,7 +126,9 @@ def storable_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 def replayed(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """Stored or buffered (end-to-end) headers as a new response's; its length is the new
     body's own."""
-    return CIMultiDict((name, value) for name, value in headers if name.lower() != "content-length")
+    replay = CIMultiDict(headers)
+    replay.popall("Content-Length", None)
+    return replay
 
 
 def upstream_headers(headers: MultiMapping[str], peer: str, target: Target) -> CIMultiDict[str]:

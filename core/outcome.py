@@ -4,6 +4,7 @@ so no answer assembles them from fragments."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 #: Product name in ``Cache-Status`` (RFC 9211 §2: the cache's identifier).
@@ -43,6 +44,7 @@ class Outcome:
         return "; ".join(parts)
 
 
+@functools.cache  # (one value per tier: a hit's outcome is made once, not per request)
 def fresh_hit(tier: str) -> Outcome:
     """Answered from a fresh entry of ``tier`` (``l1``, ``l2``, ``semantic``)."""
     return Outcome("semantic" if tier == "semantic" else "hit", hit=True, detail=tier)
