@@ -11,11 +11,20 @@ the turn it was computed in.
 
 Order is kept: a connection's writes leave in the order they were put, and one that
 closes its transport flushes first (``Outbox.flush``), so nothing put before is lost.
+
+What is held is bounded: past ``HOLD_AT_MOST`` bytes everything goes out at once. So a big
+answer leaves as soon as it is put, and a client that pipelines requests and reads no
+answers fills its transport, which pauses it (``pause_writing``), as it would with no
+outbox: it cannot make the proxy hold an answer per request it sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+#: Bytes held before everything is written at once (asyncio's default high-water mark of a
+#: transport's buffer).
+HOLD_AT_MOST = 64 * 1024
 
 
 class Outbox:
@@ -24,15 +33,20 @@ class Outbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
+        self._size = 0
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append((transport, data))
+        self._size += len(data)
+        if self._size >= HOLD_AT_MOST:
+            self.flush()
 
     def flush(self) -> None:
         """Write everything held now (also before a transport is closed or handed on)."""
         held, self._held = self._held, []
+        self._size = 0
         for transport, data in held:
             # A transport closed meanwhile (the client left, or aborted) takes nothing.
             if not transport.is_closing():

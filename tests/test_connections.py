@@ -5,9 +5,11 @@ flood of malformed requests is answered, counted, and logged a line a second at 
 import asyncio
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
+from proxy.outbox import HOLD_AT_MOST
 from tests.conftest import wait_until
 
 BODY = b'{"task": "refund my order"}'
@@ -330,3 +332,36 @@ async def test_each_malformed_request_is_answered_400_and_counted_once(
     writer.close()
     assert answer.split(b" ", 2)[1] == b"400"  # (aiohttp answers these as HTTP/1.0)
     assert proxy.runtime.metrics.malformed_requests._value.get() == 1
+
+
+async def test_a_client_reading_no_answers_cannot_make_the_proxy_hold_many_at_once(
+    make_proxy, upstream
+):
+    # Answers wait for the end of the loop's turn (proxy/outbox.py); a client that pipelines
+    # requests for a big stored answer and reads none must still stop being answered once
+    # its transport is full, not get every request in its first read answered in that turn.
+    route = {"name": "big", "method": "GET", "path": "/big", "ttl": "5m"}
+    proxy = await make_proxy(routes=[route])
+    get = b"GET /big?size=200000 HTTP/1.1\r\nHost: sidecache\r\n\r\n"
+    reader, writer = await connect(proxy)
+    writer.write(get)
+    assert (await answer_of(reader))[0] == 200  # stored
+    writer.close()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", proxy.client.server.port))
+    _reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(get * 200)  # one read's worth of requests, never an answer read
+
+    async def paused() -> bool:
+        return any(c._paused for c in server_of(proxy).fast_connections)
+
+    await wait_until(paused)
+    hits = proxy.runtime.metrics.families()["sidecache_cache_hits"]
+    answered = sum(s.value for s in hits if s.name.endswith("_total"))
+    writer.transport.abort()
+    # What was answered fits in the kernel's socket buffer (it grows up to tcp_wmem's
+    # maximum), the outbox's bound and the answer that filled them: far fewer than 200.
+    kernel = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    assert 1 <= answered * 200_000 <= kernel + HOLD_AT_MOST + 2 * 200_000

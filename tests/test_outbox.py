@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.outbox import Outbox
+from proxy.outbox import HOLD_AT_MOST, Outbox
 
 
 class Transport:
@@ -50,3 +50,17 @@ async def test_a_transport_closed_meanwhile_takes_nothing_and_the_others_theirs(
     gone.closing = True  # the client left (or was aborted) before the turn ended
     await asyncio.sleep(0)
     assert log == [("staying", b"2")]
+
+
+async def test_past_its_bound_everything_held_goes_out_at_once():
+    log: list[tuple[str, bytes]] = []
+    a = Transport(log, "a")
+    outbox = Outbox(asyncio.get_running_loop())
+    outbox.write(a, b"x" * (HOLD_AT_MOST // 2))
+    assert log == []
+    outbox.write(a, b"y" * (HOLD_AT_MOST // 2))  # the bound reached: out now, in order
+    assert [data[:1] for _, data in log] == [b"x", b"y"]
+    outbox.write(a, b"z")  # held again, from nothing
+    assert len(log) == 2
+    await asyncio.sleep(0)
+    assert [data[:1] for _, data in log] == [b"x", b"y", b"z"]
