@@ -62,7 +62,7 @@ from proxy.outbox import Outbox
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
 #: Heads read before, by their bytes (``FastPathServer.heads``): at most this many, each at
-#: most this long, so the memo stays under 4 MiB.
+#: most this long: at most 4 MiB of heads, and their parsed copies about as much again.
 HEAD_MEMO = 1024
 MAX_MEMO_HEAD = 4096
 #: Limits of aiohttp's parser, given to aiohttp's protocol and to the fast path's parser alike
