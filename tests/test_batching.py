@@ -42,6 +42,57 @@ async def test_reads_in_later_iterations_make_new_round_trips():
     assert len(store.calls) == 2
 
 
+class HeldStore(Store):
+    """A round trip that returns only when the test says so."""
+
+    def __init__(self, data: dict[str, bytes]) -> None:
+        super().__init__(data)
+        self.release = asyncio.Event()
+        self.failing: set[int] = set()  # which round trips fail (0 is the first)
+
+    async def fetch_many(self, keys: list[str]) -> list[bytes | None]:
+        number = len(self.calls)
+        self.calls.append(keys)
+        await self.release.wait()
+        if number in self.failing:
+            raise ConnectionError("redis went away")
+        return [self.data.get(key) for key in keys]
+
+
+async def until(condition) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def test_reads_asked_during_a_round_trip_go_out_together_when_it_returns():
+    store = HeldStore({"a": b"1", "b": b"2", "c": b"3"})
+    batcher = ReadBatcher(store.fetch_many)
+    first = asyncio.ensure_future(batcher.get("a"))
+    await until(lambda: len(store.calls) == 1)
+    later = [asyncio.ensure_future(batcher.get(k)) for k in ("b", "c", "b")]
+    for _ in range(5):
+        await asyncio.sleep(0)  # turns go by: they wait for the round trip under way
+    assert store.calls == [["a"]]
+    store.release.set()
+    assert await first == b"1"
+    assert await asyncio.gather(*later) == [b"2", b"3", b"2"]
+    assert store.calls == [["a"], ["b", "c"]]
+
+
+async def test_a_failed_round_trip_fails_only_its_own_reads_not_those_waiting_behind_it():
+    store = HeldStore({"b": b"2"})
+    store.failing = {0}
+    batcher = ReadBatcher(store.fetch_many)
+    first = asyncio.ensure_future(batcher.get("a"))
+    await until(lambda: len(store.calls) == 1)
+    behind = asyncio.ensure_future(batcher.get("b"))
+    store.release.set()
+    with pytest.raises(ConnectionError):
+        await first
+    assert await behind == b"2"
+
+
 async def test_a_failed_round_trip_fails_every_read_in_it():
     batcher = ReadBatcher(Store({}, fail=True).fetch_many)
     results = await asyncio.gather(*(batcher.get(k) for k in "abc"), return_exceptions=True)
