@@ -350,7 +350,7 @@ class Durations:
         latency buckets) and start again from nothing."""
         # prometheus_client has no bulk observe. Its children keep the sum and one value per
         # bucket (not cumulative) in ``_sum`` and ``_buckets``, as ``observe`` updates them;
-        # tests/test_prometheus.py checks that both ways give the same exposition.
+        # tests/test_metrics.py checks that both ways give the same exposition.
         child._sum.inc(self.total)  # type: ignore[attr-defined]
         for bucket, count in zip(child._buckets, self.counts, strict=True):  # type: ignore[attr-defined]
             if count:
